@@ -13,104 +13,26 @@ on one file.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
-from torch import Tensor
 from torch.utils.data import Dataset
 
 from engine.errors import UserError
+from engine.media.files import IMAGE_EXTS, is_image_file, walk
+from engine.media.images import check_image, decode_image, first_line, load_images
 from engine.registry import register_dataset
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-
-
-def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+__all__ = [  # the image-file names callers import from here (the reader is engine.media)
+    "ImageFolderDataset", "check_image", "decode_image", "default_load_size", "is_image_file",
+    "list_images", "load_images",
+]  # fmt: skip
 
 
 def list_images(root: Path) -> list[Path]:
     """All image files under root, recursively, sorted; hidden files and folders are skipped."""
-    out = []
-    for p in root.rglob("*"):
-        rel = p.relative_to(root).parts
-        if any(part.startswith(".") for part in rel):
-            continue
-        if is_image_file(p) and p.is_file():
-            out.append(p)
-    return sorted(out)
-
-
-def check_image(path: Path) -> str | None:
-    """Cheap validity check (no pixel decoding): None if the header parses, else the reason."""
-    try:
-        if path.stat().st_size == 0:
-            return "empty file"
-        with Image.open(path) as im:
-            if im.width < 1 or im.height < 1:
-                return "zero-sized image"
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        return str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-    return None
-
-
-def decode_image(path: str | Path, size: int) -> Tensor:
-    """Open, apply EXIF orientation, convert to RGB, resize the shorter side to `size` and
-    centre-crop to size x size. Returns uint8 [3, size, size]. Raises on unreadable files."""
-    with Image.open(path) as im:
-        im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale that still covers size
-        im = ImageOps.exif_transpose(im)
-        if im.mode != "RGB":
-            im = _to_rgb(im)
-        w, h = im.size
-        s = size / min(w, h)
-        nw, nh = max(size, round(w * s)), max(size, round(h * s))
-        im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        im = im.crop((left, top, left + size, top + size))
-        arr = np.asarray(im, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """RGB for any mode; transparent pixels are composited on white (what a viewer shows)."""
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA"):
-        im = im.convert("RGBA")
-        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, im).convert("RGB")
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale PNG / TIFF
-        arr = np.asarray(im, dtype=np.float64)
-        arr = arr / max(1.0, 65535.0 if arr.max() > 255 else 255.0) * 255.0
-        return Image.fromarray(arr.astype(np.uint8)).convert("RGB")
-    return im.convert("RGB")
-
-
-def load_images(paths: Sequence[str | Path], size: int) -> Tensor:
-    """Decode a list of images to uint8 [N, 3, size, size] (for visualisation and evaluation);
-    a file that cannot be read raises UserError naming it."""
-    out = []
-    for p in paths:
-        p = Path(p)
-        if not p.is_file():
-            raise UserError(f"{p}: image not found")
-        try:
-            out.append(decode_image(p, size))
-        except Exception as e:  # noqa: BLE001 - any decoder failure is the file's fault
-            raise UserError(f"{p}: cannot read image ({_reason(e)})") from None
-    if not out:
-        return torch.empty(0, 3, size, size, dtype=torch.uint8)
-    return torch.stack(out)
-
-
-def _reason(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return msg[:120]
+    return walk([root])
 
 
 class ImageFolderDataset(Dataset):
@@ -127,7 +49,8 @@ class ImageFolderDataset(Dataset):
         candidates = list_images(self.root)
         if not candidates:
             raise UserError(
-                f"{self.root}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})"
+                f"{self.root}: no images found (looked for {len(IMAGE_EXTS)} image types: "
+                f"{', '.join(IMAGE_EXTS[:12])}, ...)"
             )
         good, bad = [], []
         for p in candidates:
@@ -188,7 +111,7 @@ class ImageFolderDataset(Dataset):
                     self._bad_idx.add(i)
                     self.bad_files.append(self.files[i])
                     _warn(
-                        f"{self.files[i]}: cannot decode ({_reason(e)}); using another image "
+                        f"{self.files[i]}: cannot decode ({first_line(e)}); using another image "
                         f"instead ({len(self.bad_files)} bad file(s) so far)"
                     )
             i = (i + 1) % n  # deterministic substitute: the next good file

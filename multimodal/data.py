@@ -19,9 +19,10 @@ from torch.utils.data import Dataset
 
 from engine.config import TrainConfig, make_config
 from engine.errors import UserError
+from engine.media.files import IMAGE_EXTS
 from engine.registry import register_dataset
 from multimodal.config import ClipConfig
-from multimodal.imageio import IMAGE_EXTS, load_image
+from multimodal.imageio import load_image
 from multimodal.models import get_tokenizer
 
 CLASS_TEMPLATE = "a photo of a {}."
