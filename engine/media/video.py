@@ -11,6 +11,7 @@ Frame folders are read with the image reader (`engine.media.images`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -146,6 +147,10 @@ class VideoReader:
 
 
 class DecordReader(VideoReader):
+    """decord for speed, with the frame count of the PyAV reader (what the decoder shows; decord
+    also counts frames an edit list or an open-GOP cut hides). Where the two disagree, or decord
+    fails part-way, the PyAV reader reads instead, so indices mean the same frames throughout."""
+
     backend = "decord"
 
     def __init__(self, path, size: Size = None, on_error: str = "raise", num_threads: int = 0):
@@ -166,10 +171,11 @@ class DecordReader(VideoReader):
         if first[-1] != 3:  # seen with odd widths (48 px): decord hands back padded 4-byte pixels
             raise UserError(f"{self.path}: decord decodes this file to {first[-1]} channels")
         self.orig_size = tuple(first[:2])
-        self.num_frames = len(self._vr)
         self.fps = float(self._vr.get_avg_fps())
-        if self.num_frames == 0:
-            raise UserError(f"{self.path}: video has no frames")
+        self._pyav = PyAVReader(self.path, None, on_error)  # decides the frame count
+        self.num_frames = len(self._pyav)
+        if len(self._vr) != self.num_frames:
+            self._fallback, self.backend = self._pyav, "pyav"
 
     def _read(self, idx):
         if self._fallback is None:
@@ -178,26 +184,33 @@ class DecordReader(VideoReader):
             except (self._decord.DECORDError, RuntimeError):
                 # decord cannot say which frame broke, and sometimes fails on good files:
                 # from here on read with PyAV, which decodes what it can and names bad frames
-                self._fallback = PyAVReader(self.path, None, self.on_error)
+                self._fallback = self._pyav
         out = self._fallback.frames(idx)
         self.bad_frames = self._fallback.bad_frames
         return out
 
     def key_indices(self) -> list[int]:
+        if self._fallback is not None:
+            return self._fallback.key_indices()
         return [int(i) for i in self._vr.get_key_indices()]
 
     def close(self):
         self._vr = None
-        if self._fallback is not None:
-            self._fallback.close()
+        if getattr(self, "_pyav", None) is not None:
+            self._pyav.close()
 
 
 class PyAVReader(VideoReader):
     """Random access by seeking to the keyframe before a target and decoding forward.
 
-    The frame index (presentation timestamps of every packet) is built once by demuxing without
-    decoding. Corrupt frames (ffmpeg's corrupt flag) and frames the decoder never produced are
-    reported with their index.
+    The frame count is decided once, on open, as the number of frames the decoder will show:
+    the index (presentation timestamps of every packet) is built by demuxing without decoding,
+    leaving out packets the demuxer marks as discarded (outside an edit list); when packets come
+    before the first keyframe or show before it (open-GOP leading frames of a cut), the start is
+    decoded once and the ones the decoder drops are left out too. A stream without presentation
+    timestamps (raw H.264, some AVI) is counted by decoding it once and read in decode-output
+    order (random access then decodes forward from the start). Corrupt frames (ffmpeg's corrupt
+    flag) and frames the decoder never produced are reported with their index.
     """
 
     backend = "pyav"
@@ -207,56 +220,110 @@ class PyAVReader(VideoReader):
         import av
 
         self._av = av
-        try:
-            self._container = av.open(str(self.path))
-        except (av.error.FFmpegError, OSError) as e:
-            raise UserError(f"{self.path}: not a readable video ({_first_line(e)})") from None
-        streams = self._container.streams.video
-        if not streams:
-            self._container.close()
-            raise UserError(f"{self.path}: file has no video stream")
-        if not 0 <= stream < len(streams):
-            self._container.close()
-            raise UserError(
-                f"{self.path}: video stream {stream} requested, file has {len(streams)}"
-            )
-        self._stream = streams[stream]
-        self._stream.thread_type = "AUTO"
+        self._stream_no = stream
+        self._container = None
+        self._open()
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else 0.0
         self._index_packets()
         self.num_frames = len(self._pts)
         if self.num_frames == 0:
+            self.close()
             raise UserError(f"{self.path}: video stream has no frames")
         cc = self._stream.codec_context
         self.orig_size = (cc.height, cc.width)
         self._iter = None
         self._next = -1  # index of the frame the open decode iterator yields next
 
+    def _open(self) -> None:
+        av = self._av
+        try:
+            self._container = av.open(str(self.path))
+        except (av.error.FFmpegError, OSError) as e:
+            raise UserError(f"{self.path}: not a readable video ({_first_line(e)})") from None
+        streams = self._container.streams.video
+        if not streams:
+            self.close()
+            raise UserError(f"{self.path}: file has no video stream")
+        if not 0 <= self._stream_no < len(streams):
+            self.close()
+            raise UserError(
+                f"{self.path}: video stream {self._stream_no} requested, file has {len(streams)}"
+            )
+        self._stream = streams[self._stream_no]
+        self._stream.thread_type = "AUTO"
+
     def _index_packets(self) -> None:
-        pts, keys = [], []
+        pkts: list[tuple[int | None, bool]] = []  # (pts, keyframe) in decode order
         try:
             for pkt in self._container.demux(self._stream):
-                if pkt.size == 0:
+                if pkt.size == 0 or pkt.is_discard:  # discarded: the decoder never shows it
                     continue
-                t = pkt.pts if pkt.pts is not None else pkt.dts
-                if t is None:
-                    continue
-                pts.append(t)
-                keys.append(pkt.is_keyframe)
+                pkts.append((pkt.pts, bool(pkt.is_keyframe)))
         except self._av.error.FFmpegError as e:
-            if not pts:
+            if not pkts:
+                self.close()
                 raise UserError(f"{self.path}: not a readable video ({_first_line(e)})") from None
             warnings.warn(
-                f"{self.path}: stream ends early after {len(pts)} packets ({_first_line(e)})",
+                f"{self.path}: stream ends early after {len(pkts)} packets ({_first_line(e)})",
                 stacklevel=3,
             )
-        order = np.argsort(pts, kind="stable")
-        self._pts = [pts[i] for i in order]
-        self._is_key = [keys[i] for i in order]
+        self._ordinal = any(t is None for t, _ in pkts)
+        if self._ordinal:  # no presentation timestamps: frames are numbered as they come out
+            self._keys = [j for j, (_, k) in enumerate(pkts) if k]  # closed GOPs assumed
+            n = self._count_decoded() if pkts else 0
+            self._pts, self._is_key = list(range(n)), [False] * n
+            self._keys = [j for j in self._keys if j < n]
+        else:
+            shown = self._shown_leading(pkts)
+            kept = sorted(
+                ((t, k) for t, k in pkts if shown is None or t in shown), key=lambda x: x[0]
+            )
+            self._pts, self._is_key = [t for t, _ in kept], [k for _, k in kept]
+            self._keys = [i for i, k in enumerate(self._is_key) if k]
         self._pos = {t: i for i, t in enumerate(self._pts)}
 
+    def _shown_leading(self, pkts: list[tuple[int | None, bool]]) -> set | None:
+        """Timestamps of the frames the decoder shows, when some may be dropped: packets before
+        the first keyframe, or showing before it (an open GOP cut from a longer stream). The
+        start is decoded once to see which of them come out. None: nothing to check."""
+        first = next((j for j, (_, k) in enumerate(pkts) if k), None)
+        if first is None:
+            return None
+        kt = pkts[first][0]
+        leading = {t for j, (t, _) in enumerate(pkts) if j < first or t < kt}
+        if not leading:
+            return None
+        out = set()
+        with contextlib.suppress(self._av.error.FFmpegError), self._av.open(str(self.path)) as c:
+            for f in c.decode(c.streams.video[self._stream_no]):
+                if f.pts is not None and f.pts >= kt:
+                    break
+                out.add(f.pts)
+        return {t for t, _ in pkts} - (leading - out)
+
+    def _count_decoded(self) -> int:
+        n = 0
+        with contextlib.suppress(self._av.error.FFmpegError), self._av.open(str(self.path)) as c:
+            for _ in c.decode(c.streams.video[self._stream_no]):
+                n += 1
+        return n
+
+    def key_indices(self) -> list[int]:
+        return list(self._keys)
+
+    def time_of(self, i: int) -> float:
+        if self._ordinal:
+            return super().time_of(i)
+        return float(self._pts[i] * self._stream.time_base)
+
     def _seek(self, i: int) -> None:
+        if self._ordinal:  # no timestamps to seek to: decode again from the start
+            self.close()
+            self._open()
+            self._iter = self._decoded()
+            self._next = 0
+            return
         # the latest keyframe at or before i (in presentation order; fine for closed GOPs)
         k = i
         while k > 0 and not self._is_key[k]:
@@ -273,29 +340,29 @@ class PyAVReader(VideoReader):
         lost picture, so they are flagged as damaged too (ffmpeg conceals them silently).
         """
         damaged = False
+        shown = 0  # frames out so far (the index of a frame when the stream has no timestamps)
         for pkt in self._container.demux(self._stream):
             damaged = damaged and not pkt.is_keyframe
             try:
                 frames = pkt.decode()
             except self._av.error.FFmpegError as e:
                 damaged = True
-                i = self._pos.get(pkt.pts)
+                i = None if self._ordinal else self._pos.get(pkt.pts)
                 if i is not None:
                     self._report(i, f"failed to decode ({_first_line(e)})")
                 continue
             for f in frames:
-                i = self._pos.get(f.pts)
+                i = (
+                    (shown if shown < self.num_frames else None)
+                    if self._ordinal
+                    else self._pos.get(f.pts)
+                )
+                shown += 1
                 if i is not None:
                     yield i, f, damaged
 
     def _convert(self, frame) -> np.ndarray:
         return frame.to_ndarray(format="rgb24")
-
-    def key_indices(self) -> list[int]:
-        return [i for i, k in enumerate(self._is_key) if k]
-
-    def time_of(self, i: int) -> float:
-        return float(self._pts[i] * self._stream.time_base)
 
     def _read(self, idx):
         out: dict[int, np.ndarray] = {}

@@ -208,3 +208,99 @@ def test_containers(tmp_path, ext, codec):
     _encode(tmp_path / f"w.{ext}", codec, frames[:, :, :48].copy())
     with open_video(tmp_path / f"w.{ext}") as r:
         assert r.frames([0]).shape == (1, 32, 48, 3)
+
+
+# ----------------------------------------------------------------------------- frame counting
+# Tiny generated files (32x32, 20 frames, red channel = 12 * source frame number) whose
+# decoders show fewer frames than the container has packets, or carry no timestamps.
+
+_X264 = "keyint=8:min-keyint=8:scenecut=0:bframes=2"
+
+
+def _red(frames: np.ndarray) -> list[int]:
+    return [round(float(f[..., 0].mean()) / 12) for f in frames]
+
+
+def _write_h264(path, fmt: str, n: int = 20, pts_offset: int = 0, params: str = _X264) -> None:
+    import av
+
+    with av.open(str(path), "w", format=fmt) as c:
+        s = c.add_stream("libx264", rate=24)
+        s.width = s.height = 32
+        s.pix_fmt = "yuv420p"
+        s.options = {"x264-params": params, "qp": "10"}
+        for i in range(n):
+            a = np.zeros((32, 32, 3), np.uint8)
+            a[..., 0] = i * 12
+            f = av.VideoFrame.from_ndarray(a, format="rgb24")
+            f.pts = i + pts_offset
+            for pkt in s.encode(f):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+
+
+def _cut_at_second_keyframe(src, dst, fmt: str) -> None:
+    """Packets from the second keyframe on (an open-GOP I frame): its leading B-frames predict
+    from the GOP that was cut away, so the decoder drops them."""
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dst), "w", format=fmt) as o:
+        st = i.streams.video[0]
+        ost = o.add_stream_from_template(st)
+        pkts = [p for p in i.demux(st) if p.size]
+        start = [j for j, p in enumerate(pkts) if p.is_keyframe][1]
+        off = pkts[start].dts
+        for p in pkts[start:]:
+            p.pts, p.dts = p.pts - off, p.dts - off
+            p.stream = ost
+            o.mux(p)
+
+
+def test_edit_list_frames_are_not_counted(tmp_path):
+    """pts starting at -3: the mp4 muxer writes an edit list that hides 3 decoded frames."""
+    _write_h264(tmp_path / "e.mp4", "mp4", pts_offset=-3)
+    with open_video(tmp_path / "e.mp4", backend="pyav") as r:
+        assert len(r) == 17
+        assert _red(r.frames(range(17))) == list(range(3, 20))  # no DecodeError in raise mode
+        assert _red(r.frames([16, 0, 9])) == [19, 3, 12]
+
+
+def test_open_gop_leading_frames_are_not_counted(tmp_path):
+    _write_h264(tmp_path / "og.mp4", "mp4", params=_X264 + ":open-gop=1")
+    _cut_at_second_keyframe(tmp_path / "og.mp4", tmp_path / "cut.mkv", "matroska")
+    with open_video(tmp_path / "og.mp4", backend="pyav") as full:
+        assert len(full) == 20 and _red(full.frames(range(20))) == list(range(20))
+    with open_video(tmp_path / "cut.mkv", backend="pyav") as r:
+        n = len(r)
+        every = _red(r.frames(range(n)))  # raise mode: every counted frame decodes
+        assert n == every[-1] - every[0] + 1 and every == list(range(every[0], 20))
+        assert _red(r.frames([n - 1, 0, 5])) == [19, every[0], every[0] + 5]  # B-frames, seeks
+
+
+def test_stream_without_timestamps(tmp_path):
+    """A raw H.264 stream with B-frames: no packet has a pts or dts."""
+    _write_h264(tmp_path / "raw.h264", "h264")
+    with open_video(tmp_path / "raw.h264", backend="pyav") as r:
+        assert len(r) == 20
+        assert _red(r.frames(range(20))) == list(range(20))
+        assert _red(r.frames([15, 2, 19, 0])) == [15, 2, 19, 0]  # backwards: decoded again
+        assert r.time_of(12) == pytest.approx(12 / r.fps)  # raw H.264 has no timing: guessed fps
+
+
+def test_decord_counts_what_pyav_decodes_and_falls_back_consistently(tmp_path):
+    pytest.importorskip("decord")
+    _write_h264(tmp_path / "e.mp4", "mp4", pts_offset=-3)
+    with open_video(tmp_path / "e.mp4", backend="decord") as r:
+        assert len(r) == 17  # decord alone counts 20: the 3 frames the edit list hides
+        assert _red(r.frames([0, 16])) == [3, 19]
+    _write_h264(tmp_path / "b.mp4", "mp4")  # a plain file: decord reads it ...
+    with open_video(tmp_path / "b.mp4") as r:
+        assert r.backend == "decord" and len(r) == 20
+        assert _red(r.frames([4])) == [4]
+
+        def broken(idx):
+            raise RuntimeError("decord gave up")
+
+        r._vr.get_batch = broken  # ... until it fails part-way: PyAV takes over, same indices
+        assert _red(r.frames([19, 7])) == [19, 7]
