@@ -38,7 +38,7 @@ from engine.evaluation.common import cached_features  # noqa: E402
 from engine.evaluation.knn import knn_accuracy  # noqa: E402
 from engine.features import FeatureExtractor, load_feature_extractor  # noqa: E402
 from engine.registry import list_methods  # noqa: E402
-from engine.trainer import Trainer, TrainingError  # noqa: E402
+from engine.trainer import Trainer  # noqa: E402
 
 
 def knn_rows(
@@ -102,14 +102,8 @@ def train_for_budget(name: str, args, train: ImageFolderDataset, run_root: Path)
     trainer = Trainer(cfg, method, train, cfg.run_dir, callbacks=(guard,))
     holder["trainer"] = trainer
     t0, c0 = time.time(), time.process_time()
-    stopped = False
-    try:
-        result = trainer.fit()
-        last = result["losses"]
-    except TrainingError as e:
-        if "stopped at step" not in str(e):
-            raise
-        stopped, last = True, {}
+    result = trainer.fit()
+    stopped, last = bool(result.get("stopped")), result["losses"]
     return {
         "method": name,
         "backbone": cfg.backbone,

@@ -10,6 +10,7 @@ from typing import Any
 from engine.config import OptimConfig, TrainConfig, make_config
 from engine.errors import UserError
 from engine.registry import build_dataset, get_method
+from engine.run import ModelSource, RunDir, resolve
 
 
 def apply_method_defaults(
@@ -53,14 +54,39 @@ def train(
 
 
 def resume(
-    run_dir: str | Path, overrides: dict[str, Any] | None = None, callbacks: tuple = ()
+    run_dir: str | Path | RunDir, overrides: dict[str, Any] | None = None, callbacks: tuple = ()
 ) -> dict[str, Any]:
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
-        raise UserError(f"{run_dir}: not a run directory (no config.json)")
-    cfg = TrainConfig.load(cfg_path)
-    cfg.run_dir = str(run_dir)
+    run = RunDir(run_dir)
+    cfg = run.config()
+    cfg.run_dir = str(run.path)
     for k, v in (overrides or {}).items():
         setattr(cfg, k, v)
     return train(cfg, resume=True, callbacks=callbacks)
+
+
+def load_method(source: str | Path | RunDir | ModelSource, device: Any = "cpu"):
+    """The whole trained Method (eval mode), heads and decoders included, from a run directory
+    or training checkpoint: for what needs more than the backbone (MAE reconstructions,
+    colorization, clip-level video embeddings, CLIP). Returns (method, TrainConfig)."""
+    src = resolve(source)
+    if src.kind != "checkpoint" or src.path is None:
+        raise UserError(f"{src}: needs a training run or checkpoint, not an exported backbone")
+    from engine.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(src.path)
+    if not isinstance(ck, dict) or "config" not in ck or "model" not in ck:
+        raise UserError(f"{src.path}: not a selfsup training checkpoint (no method config)")
+    cfg = TrainConfig.from_dict(ck["config"])
+    method = build_method(cfg)
+    arch = ck.get("backbone_arch") or {}
+    if arch and getattr(method.backbone, "arch", None) != arch:  # e.g. a depth override
+        from engine.backbones import build_backbone
+
+        method.backbone = build_backbone(**arch)
+    try:
+        method.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        raise UserError(
+            f"{src.path}: weights do not fit the '{cfg.method}' method it names ({str(e).splitlines()[0][:160]})"
+        ) from None
+    return method.to(device).eval(), cfg

@@ -1,4 +1,8 @@
-"""events.jsonl: the one record of a run that the CLI, the GUI and tests all read."""
+"""events.jsonl: the one record of a run (or of any long job) that the CLI, the GUI and tests read.
+
+Record types: start, step, checkpoint, progress (jobs other than training), and one terminal
+record: done, stopped (a user's stop; resumable) or error. `engine.run.RunState` folds them.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,15 @@ from pathlib import Path
 from typing import Any
 
 
+def events_file(path: str | Path) -> Path:
+    """A run directory's events.jsonl, or the .jsonl file itself."""
+    p = Path(path)
+    return p if p.suffix == ".jsonl" else p / "events.jsonl"
+
+
 class EventLog:
-    def __init__(self, run_dir: str | Path, enabled: bool = True):
-        self.path = Path(run_dir) / "events.jsonl"
+    def __init__(self, path: str | Path, enabled: bool = True):
+        self.path = events_file(path)
         self.enabled = enabled
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -24,26 +34,39 @@ class EventLog:
             f.flush()
 
 
-def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All complete records; a half-written last line (run still writing) is ignored."""
-    path = Path(run_dir) / "events.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
+class EventTail:
+    """Reads only the records appended since the last poll (complete lines; a half-written last
+    line waits for the next poll), so a GUI can follow a long run cheaply."""
+
+    def __init__(self, path: str | Path):
+        self.path = events_file(path)
+        self.offset = 0
+        self._partial = b""
+
+    def poll(self) -> list[dict[str, Any]]:
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+            size = self.path.stat().st_size
+        except OSError:
+            return []
+        if size < self.offset:  # file replaced: start over
+            self.offset, self._partial = 0, b""
+        if size == self.offset:
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            chunk = f.read(size - self.offset)
+        self.offset += len(chunk)
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
 
 
-def run_status(run_dir: str | Path) -> str:
-    """'done', 'error', 'running' or 'new' from the last records of a run."""
-    events = read_events(run_dir)
-    for e in reversed(events):
-        if e["type"] in ("done", "error"):
-            return e["type"]
-        if e["type"] in ("start", "step", "checkpoint"):
-            return "running"
-    return "new"
+def read_events(path: str | Path) -> list[dict[str, Any]]:
+    """All complete records of a run directory or events file."""
+    return EventTail(path).poll()

@@ -14,6 +14,7 @@ from engine.augment import MEAN, STD
 from engine.backbones import ViT, build_backbone
 from engine.checkpoint import load_checkpoint
 from engine.errors import UserError
+from engine.run import resolve
 
 EXPORT_FORMAT = "selfsup-export-v1"
 
@@ -133,18 +134,12 @@ def load_feature_extractor(
 ) -> FeatureExtractor:
     """source: run dir | our checkpoint .pt | exported .safetensors | torchvision ResNet .pth |
     'torchvision:resnet18' (ImageNet weights, downloaded when online) | 'torchvision:resnet18:FILE'."""
-    s = str(source)
-    if s.startswith("torchvision:"):
-        _, name, *rest = s.split(":", 2)
-        return _torchvision_extractor(name, rest[0] if rest else None, s).to(device)
-    path = Path(s)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-        if not path.exists():
-            raise UserError(f"{source}: no checkpoints/last.pt in this run directory")
-    if not path.exists():
-        raise UserError(f"{path}: no such file or run directory")
-    if path.suffix == ".safetensors":
+    src = resolve(source)
+    if src.kind == "named":
+        file = str(src.path) if src.path else None
+        return _torchvision_extractor(src.name, file, src.text).to(device)
+    path = src.path
+    if src.kind == "export":
         return load_export(path).to(device)
     ck = load_checkpoint(path)
     if isinstance(ck, dict) and "model" in ck and "backbone_arch" in ck:

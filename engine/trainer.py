@@ -21,10 +21,11 @@ from engine.config import TrainConfig
 from engine.errors import UserError
 from engine.events import EventLog
 from engine.optim import build_optimizer, lr_at
+from engine.run import RunDir
 
 
 class TrainingError(UserError):
-    """The run stopped (NaN loss, interrupted); the last good checkpoint is kept."""
+    """The run failed (NaN loss); the last good checkpoint is kept."""
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -85,16 +86,17 @@ class Trainer:
         cfg: TrainConfig,
         method: nn.Module,
         dataset: Dataset,
-        run_dir: str | Path | None = None,
+        run_dir: str | Path | RunDir | None = None,
         callbacks: tuple[Callable[[dict], None], ...] = (),
     ):
         self.cfg, self.method, self.dataset, self.callbacks = cfg, method, dataset, callbacks
-        self.run_dir = Path(run_dir or cfg.run_dir or default_run_dir(cfg.method))
-        self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
+        self.run = RunDir(run_dir or cfg.run_dir or RunDir.new(cfg.method))
+        self.run_dir = self.run.path
+        self.ckpt_path = self.run.checkpoint_path
         self.device = resolve_device(cfg.device)
         self.distributed = D.init_from_env(self.device.type)
         self.rank, self.world = D.rank(), D.world_size()
-        self.events = EventLog(self.run_dir, enabled=self.rank == 0)
+        self.events = EventLog(self.run.events_path, enabled=self.rank == 0)
         self.stop_requested = False
         self.step, self.epoch = 0, 0
 
@@ -212,17 +214,15 @@ class Trainer:
     def fit(self, resume: bool = False) -> dict[str, Any]:
         self._setup()
         if resume:
-            if not self.ckpt_path.exists():
+            if not self.run.has_checkpoint():
                 raise UserError(f"{self.run_dir}: nothing to resume, no checkpoints/last.pt")
             self.restore()
-        elif self.rank == 0 and (self.ckpt_path.exists() or (self.run_dir / "events.jsonl").exists()):
-            # rank 0 alone: it may already have written this run's first event when others look
-            raise UserError(
-                f"{self.run_dir}: already holds a run; resume it with --resume {self.run_dir} or choose another --run-dir"
-            )
         elif self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.cfg.save(self.run_dir / "config.json")
+            # rank 0 alone: it may already have written this run's first event when others look
+            self.run.check_new()
+            self.run.save_config(self.cfg)
+        if self.rank == 0:
+            self.run.mark_alive()
         self._emit(
             "start",
             step=self.step,
@@ -243,8 +243,15 @@ class Trainer:
             raise
         finally:
             self._restore_signal_handlers(old_handlers)
+            if self.rank == 0:
+                self.run.clear_alive()
+        result = {"step": self.step, "losses": last, "run_dir": str(self.run_dir)}
+        if self.stop_requested and self.step < self.total_steps:
+            message = f"stopped at step {self.step}; resume with --resume {self.run_dir}"
+            self._emit("stopped", step=self.step, losses=last, message=message)
+            return {**result, "stopped": True, "message": message}
         self._emit("done", step=self.step, losses=last)
-        return {"step": self.step, "losses": last, "run_dir": str(self.run_dir)}
+        return result
 
     def _loop(self) -> dict[str, float]:
         bar = _progress(self.total_steps, self.step, self.rank == 0)
@@ -281,11 +288,10 @@ class Trainer:
                     window_t, window_steps = time.perf_counter(), 0
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == self.total_steps:
                     self.save()
-                if self.stop_requested:
+                if self.stop_requested and self.step < self.total_steps:
                     self.save()
-                    raise TrainingError(
-                        f"stopped at step {self.step}; resume with --resume {self.run_dir}"
-                    )
+                    bar.close()
+                    return last
                 if self.step >= self.total_steps:
                     break
         bar.close()
@@ -372,10 +378,6 @@ class Trainer:
         return DataLoader(
             self.dataset, batch_size=batch_size, shuffle=False, num_workers=self.cfg.num_workers
         )
-
-
-def default_run_dir(method: str) -> Path:
-    return Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 class _NoBar:

@@ -51,7 +51,11 @@ def main() -> int:
 
     from app.gui.app import make_app, make_window
     from app.gui.errors import dialogs
-    from app.gui.runs import status_of
+    from engine.run import RunDir
+
+    def status_of(run):
+        return RunDir(run).status()
+
     from engine.sample import ensure_sample
 
     app = make_app()

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.run import RunDir
+
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample" / "video"
 
 
@@ -57,7 +59,7 @@ def run_demo(
             {},
             "colorization_video",
         )
-        if (run / "checkpoints" / "last.pt").exists():
+        if RunDir(run).exists():
             import shutil
 
             shutil.rmtree(run)

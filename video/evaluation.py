@@ -3,37 +3,12 @@ labelled folder of clips (root/<class>/<video or frame folder>), e.g. the sample
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from engine.errors import UserError
-
-
-def load_video_method(source: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild a trained video method (CPC, MaskFeat on clips, ...) from its run dir / checkpoint."""
-    import video.methods  # noqa: F401
-    from engine.build import build_method
-    from engine.checkpoint import load_checkpoint
-    from engine.config import TrainConfig
-
-    path = Path(source)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    ck = load_checkpoint(path)
-    if not isinstance(ck, dict) or "model" not in ck or "config" not in ck:
-        raise UserError(f"{path}: not a selfsup training checkpoint")
-    cfg = TrainConfig.from_dict(ck["config"])
-    method = build_method(cfg)
-    try:
-        method.load_state_dict(ck["model"])
-    except RuntimeError as e:
-        raise UserError(
-            f"{path}: weights do not fit {cfg.method} ({str(e).splitlines()[0][:120]})"
-        ) from None
-    return method.to(device).eval(), cfg
 
 
 @torch.no_grad()

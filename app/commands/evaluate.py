@@ -56,23 +56,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _setup(args):
-    from engine.evaluation.common import labelled_splits, run_dir_of
+    from engine.evaluation.common import labelled_splits
     from engine.features import load_feature_extractor
     from engine.trainer import resolve_device
 
     extractor = load_feature_extractor(args.checkpoint, resolve_device(args.device))
     size = args.image_size or extractor.image_size
     splits = labelled_splits(args.train, args.val, size)
-    return extractor, splits, run_dir_of(args.checkpoint)
+    return extractor, splits, args.checkpoint
 
 
-def _report(
-    name: str, rows: list[dict], columns: list[str], run_dir: str | None, result: dict
-) -> None:
+def _report(name: str, rows: list[dict], columns: list[str], source: str, result: dict) -> None:
     from engine.evaluation.common import format_table, write_result
 
     print(format_table(rows, columns))
-    out = write_result(run_dir, name, result)
+    out = write_result(source, name, result)
     if out:
         print(f"wrote {out}")
 
@@ -81,14 +79,14 @@ def run_knn(args) -> int:
     from engine.evaluation.common import cached_features
     from engine.evaluation.knn import knn_accuracy
 
-    extractor, s, run_dir = _setup(args)
+    extractor, s, source = _setup(args)
     tx, ty = cached_features(extractor, s.train, num_workers=args.num_workers)
     vx, vy = cached_features(extractor, s.val, num_workers=args.num_workers)
     r = knn_accuracy(tx, ty, vx, vy, args.k, args.temperature)
     r.update(
         train_images=len(ty), val_images=len(vy), classes=s.num_classes, checkpoint=args.checkpoint
     )
-    _report("knn", [r], ["top1", "top5", "k", "train_images", "val_images", "classes"], run_dir, r)
+    _report("knn", [r], ["top1", "top5", "k", "train_images", "val_images", "classes"], source, r)
     return 0
 
 
@@ -96,12 +94,12 @@ def run_linear(args) -> int:
     from engine.evaluation.common import cached_features
     from engine.evaluation.linear import linear_probe_accuracy
 
-    extractor, s, run_dir = _setup(args)
+    extractor, s, source = _setup(args)
     tx, ty = cached_features(extractor, s.train, num_workers=args.num_workers)
     vx, vy = cached_features(extractor, s.val, num_workers=args.num_workers)
     r = linear_probe_accuracy(tx, ty, vx, vy, s.num_classes, args.epochs, args.lr)
     r.update(train_images=len(ty), val_images=len(vy), checkpoint=args.checkpoint)
-    _report("linear", [r], ["top1", "epochs", "train_images", "val_images"], run_dir, r)
+    _report("linear", [r], ["top1", "epochs", "train_images", "val_images"], source, r)
     return 0
 
 
@@ -109,7 +107,7 @@ def run_finetune(args) -> int:
     from engine.errors import UserError
     from engine.evaluation.finetune import finetune
 
-    extractor, s, run_dir = _setup(args)
+    extractor, s, source = _setup(args)
     try:
         fractions = [float(x) for x in args.fractions.split(",")]
     except ValueError:
@@ -133,7 +131,7 @@ def run_finetune(args) -> int:
         "finetune",
         rows,
         ["fraction", "labelled_images", "top1", "epochs"],
-        run_dir,
+        source,
         {"results": rows, "checkpoint": args.checkpoint},
     )
     return 0

@@ -20,12 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args) -> int:
-    from engine.evaluation.common import run_dir_of
     from engine.features import export_backbone, load_feature_extractor
+    from engine.run import RunDir
 
     extractor = load_feature_extractor(args.checkpoint)
-    run_dir = run_dir_of(args.checkpoint)
-    out = Path(args.out) if args.out else Path(run_dir or ".") / "exports" / "backbone.safetensors"
+    run = RunDir.of(args.checkpoint)
+    default = (run.subdir("exports") if run else Path("exports")) / "backbone.safetensors"
+    out = Path(args.out) if args.out else default
     export_backbone(extractor, out)
     print(
         f"exported {extractor.arch.get('name')} ({extractor.embed_dim}-d features, {extractor.image_size}px) to {out}"

@@ -183,10 +183,10 @@ def run_search(args) -> int:
 
 
 def _report(name: str, result: dict, model: str, columns: list[str]) -> None:
-    from engine.evaluation.common import format_table, run_dir_of, write_result
+    from engine.evaluation.common import format_table, write_result
 
     print(format_table([result], columns))
-    out = write_result(run_dir_of(model), name, {**result, "model": model})
+    out = write_result(model, name, {**result, "model": model})
     if out:
         print(f"wrote {out}")
 

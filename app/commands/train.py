@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
         )
         cfg = apply_method_defaults(train_values, collect_dataclass_args(args, OptimConfig), method)
         summary = train(cfg)
+    if summary.get("stopped"):
+        print(summary["message"])
+        return 0
     losses = ", ".join(f"{k}={v:.4f}" for k, v in summary["losses"].items())
     print(f"finished at step {summary['step']} ({losses}); run directory: {summary['run_dir']}")
     return 0

@@ -184,7 +184,7 @@ def run_propagate(args) -> int:
 def run_davis(args) -> int:
     from tqdm import tqdm
 
-    from engine.evaluation.common import format_table, run_dir_of, write_result
+    from engine.evaluation.common import format_table, write_result
     from video.pipeline import evaluate_davis
 
     features, cfg, device = _setup(args)
@@ -225,7 +225,7 @@ def run_davis(args) -> int:
     ]
     print(format_table(rows, ["sequence", "J", "F", "J&F", "objects", "frames", "fps"]))
     res.update(checkpoint=args.checkpoint, config=dataclasses.asdict(cfg), impl=args.impl)
-    out = write_result(run_dir_of(args.checkpoint), "davis", res)
+    out = write_result(args.checkpoint, "davis", res)
     if out:
         print(f"wrote {out}")
     return 0
@@ -234,14 +234,14 @@ def run_davis(args) -> int:
 def run_clips(args) -> int:
     import torch
 
-    from engine.build import build_method
-    from engine.evaluation.common import format_table, run_dir_of, write_result
+    from engine.build import build_method, load_method
+    from engine.evaluation.common import format_table, write_result
     from engine.trainer import resolve_device
     from video.data import ClipDataset, clip_options
-    from video.evaluation import evaluate_clip_features, load_video_method
+    from video.evaluation import evaluate_clip_features
 
     device = resolve_device(args.device)
-    method, cfg = load_video_method(args.checkpoint, device)
+    method, cfg = load_method(args.checkpoint, device)
     opts = clip_options(cfg)
     ds = ClipDataset(
         args.data,
@@ -265,7 +265,7 @@ def run_clips(args) -> int:
             rows, ["model", "retrieval_top1", "knn_top1", "linear_top1", "chance", "clips"]
         )
     )
-    out = write_result(run_dir_of(args.checkpoint), "clips", {"rows": rows, "data": args.data})
+    out = write_result(args.checkpoint, "clips", {"rows": rows, "data": args.data})
     if out:
         print(f"wrote {out}")
     return 0

@@ -125,17 +125,17 @@ def collect_images(sources: list[str], limit: int) -> list[Path]:
 
 def output_path(args) -> Path:
     from engine.errors import UserError
-    from engine.evaluation.common import run_dir_of
+    from engine.run import RunDir
 
     if args.out:
         out = Path(args.out)
         return out if out.suffix.lower() == ".png" else out / f"{args.kind}.png"
-    run_dir = run_dir_of(args.checkpoint)
-    if not run_dir:
+    run = RunDir.of(args.checkpoint)
+    if run is None:
         raise UserError(
             f"{args.checkpoint}: not inside a run directory; pass --out FOLDER or FILE.png"
         )
-    return Path(run_dir) / "figures" / f"{args.kind}.png"
+    return run.subdir("figures") / f"{args.kind}.png"
 
 
 def class_labels(files: list[Path], classes: list[str]) -> list[int]:
@@ -217,11 +217,12 @@ def _figure(args, extractor, images, files, names, torch):
 
 
 def _reconstruction(args, files, names):
+    from engine.build import load_method
     from engine.data import load_images
     from engine.errors import UserError
-    from engine.visualize.reconstructions import colorization_figure, load_method, mae_figure
+    from engine.visualize.reconstructions import colorization_figure, mae_figure
 
-    method = load_method(args.checkpoint, args.device)
+    method, _cfg = load_method(args.checkpoint, args.device)
     name = type(method).__name__
     if name == "MAE":
         images = load_images(files, args.size or method.image_size)

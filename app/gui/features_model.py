@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.run import RunDir
+
 MAX_DATABASE = 600  # images embedded for neighbours and the scatter plot
 DISPLAY = 128  # images are decoded at least this large for display, then resized for the model
 
@@ -142,14 +144,8 @@ def embedding_2d(fs: FeatureSet, method: str = "pca") -> np.ndarray:
 
 def default_images_for(run_or_source: str | Path) -> str:
     """The data a run was trained on, preferring its sibling val/ split when there is one."""
-    import json
-
-    cfg_path = Path(run_or_source) / "config.json"
-    if not cfg_path.exists():
-        return ""
-    try:
-        data = Path(json.loads(cfg_path.read_text()).get("data", ""))
-    except (OSError, ValueError):
+    data = Path(RunDir(run_or_source).config_dict().get("data", "") or "")
+    if not str(data) or str(data) == ".":
         return ""
     if data.name == "train" and (data.parent / "val").is_dir():
         return str(data.parent / "val")

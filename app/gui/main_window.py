@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 from app.gui.errors import show_error
 from app.gui.icons import page_icon
 from app.gui.paths import Settings, log_path
+from engine.run import RunDir
 
 PAGES = [
     ("data", "Data"),
@@ -119,7 +120,7 @@ class MainWindow(QMainWindow):
         """`selfsup gui PATH`: a run folder opens on the Train page; anything else on Data."""
         p = Path(path).expanduser()
         try:
-            if p.is_dir() and ((p / "config.json").exists() or (p / "events.jsonl").exists()):
+            if p.is_dir() and RunDir(p).exists():
                 self.train_page.open_run(p)
                 self.features_page.set_source(p)
                 self.show_page("train")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,9 +9,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from engine.checkpoint import atomic_write
 from engine.errors import UserError
 from engine.features import FeatureExtractor
+from engine.run import RunDir
 
 
 @dataclass
@@ -60,13 +59,10 @@ def cached_features(
     return extractor.embed_loader(loader)
 
 
-def write_result(run_dir: str | Path | None, name: str, result: dict[str, Any]) -> Path | None:
-    """eval/<name>.json inside the run directory, when the model came from one."""
-    if not run_dir:
-        return None
-    out = Path(run_dir) / "eval" / f"{name}.json"
-    atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
-    return out
+def write_result(source: Any, name: str, result: dict[str, Any]) -> Path | None:
+    """eval/<name>.json inside the run the model came from, when it came from one."""
+    run = RunDir.of(source)
+    return run.write_result(name, result) if run else None
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -80,17 +76,3 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(
         [line, sep] + ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
     )
-
-
-def run_dir_of(source: str) -> str | None:
-    """The run directory a checkpoint source belongs to (for writing eval JSON), if any."""
-    p = Path(source)
-    if p.is_dir() and (p / "config.json").exists():
-        return str(p)
-    if (
-        p.is_file()
-        and p.parent.name == "checkpoints"
-        and (p.parent.parent / "config.json").exists()
-    ):
-        return str(p.parent.parent)
-    return None

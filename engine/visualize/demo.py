@@ -17,8 +17,10 @@ def _spread(items: list, n: int) -> list:
 
 
 def run_demo(out: str | Path, checkpoint: str | Path | None = None, mae_steps: int = 40) -> dict:
+    from engine.build import load_method
     from engine.data import ImageFolderDataset, load_images
     from engine.features import load_feature_extractor
+    from engine.run import RunDir
     from engine.sample import ensure_sample
     from engine.visualize import (
         attention_figure,
@@ -29,7 +31,7 @@ def run_demo(out: str | Path, checkpoint: str | Path | None = None, mae_steps: i
         save_png,
     )
     from engine.visualize.neighbours import embed_batched
-    from engine.visualize.reconstructions import load_method, mae_figure
+    from engine.visualize.reconstructions import mae_figure
 
     out = Path(out)
     sample = ensure_sample()
@@ -78,7 +80,7 @@ def run_demo(out: str | Path, checkpoint: str | Path | None = None, mae_steps: i
         from engine.build import apply_method_defaults
         from engine.build import train as train_run
 
-        if not (mae_dir / "checkpoints" / "last.pt").exists():
+        if not RunDir(mae_dir).has_checkpoint():
             cfg = apply_method_defaults(
                 {
                     "data": str(sample / "train"),
@@ -95,7 +97,7 @@ def run_demo(out: str | Path, checkpoint: str | Path | None = None, mae_steps: i
                 "mae",
             )
             train_run(cfg)
-        mae = load_method(mae_dir)
+        mae, _cfg = load_method(mae_dir)
         ex = load_feature_extractor(mae_dir)
         written.append(
             save_png(

@@ -5,45 +5,13 @@ backbone, so the method is rebuilt from the checkpoint's config."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from PIL import Image
 
 from engine.augment import MEAN, STD, normalize, to_float
-from engine.checkpoint import load_checkpoint
-from engine.errors import UserError
 from engine.masking import KeepMask, random_masking, unpatchify
 from engine.visualize.figures import Panel, grid_figure, resize, to_rgb_array
-
-
-def load_method(source: str | Path, device: str = "cpu"):
-    """The full trained Method (eval mode) from a run directory or checkpoint .pt."""
-    from engine.backbones import build_backbone
-    from engine.build import build_method
-    from engine.config import TrainConfig
-
-    path = Path(source)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    ck = load_checkpoint(path)
-    if not isinstance(ck, dict) or "config" not in ck or "model" not in ck:
-        raise UserError(
-            f"{path}: not a training checkpoint (reconstructions need the whole method, not an export)"
-        )
-    cfg = TrainConfig.from_dict(ck["config"])
-    method = build_method(cfg)
-    arch = ck.get("backbone_arch") or {}
-    if arch and getattr(method.backbone, "arch", None) != arch:  # e.g. a depth override
-        method.backbone = build_backbone(**arch)
-    try:
-        method.load_state_dict(ck["model"])
-    except RuntimeError as e:
-        raise UserError(
-            f"{path}: weights do not fit the '{cfg.method}' method it names ({str(e).splitlines()[0][:160]})"
-        ) from None
-    return method.to(device).eval()
 
 
 def _denormalize(x: torch.Tensor) -> torch.Tensor:

@@ -87,7 +87,8 @@ def test_method_option_changes_reach_the_cli(window):
 
 
 def test_event_tail_reads_only_complete_new_lines(tmp_path):
-    from app.gui.runs import EventTail, RunCurves
+    from app.gui.runs import RunCurves
+    from engine.events import EventTail
 
     path = tmp_path / "events.jsonl"
     tail, curves = EventTail(tmp_path), RunCurves()
@@ -99,7 +100,7 @@ def test_event_tail_reads_only_complete_new_lines(tmp_path):
             + '{"type": "step", "st'
         )
     curves.add(tail.poll())
-    assert curves.total_steps == 3 and curves.steps == []
+    assert curves.total_steps == 3 and curves.losses == {}
     with open(path, "a") as f:
         f.write('ep": 1, "losses": {"loss": 2.5}, "lr": 0.1, "images_per_s": 50, "eta_s": 4}\n')
     curves.add(tail.poll())

@@ -43,7 +43,10 @@ class TickGaps:
 
 
 def test_training_run_finishes_with_curves_and_responsive_gui(window, qtbot, tmp_path):
-    from app.gui.runs import status_of
+    from engine.run import RunDir
+
+    def status_of(run):
+        return RunDir(run).status()
 
     page = window.train_page
     window.show_page("train")
@@ -101,7 +104,10 @@ def test_stop_keeps_checkpoint_then_resume(window, qtbot, tmp_path):
     assert (run / "checkpoints" / "last.pt").exists()
     assert not pid_alive(pid) and group_members(pid) == [], "the stopped run left processes behind"
     from app.gui.errors import dialogs
-    from app.gui.runs import status_of
+    from engine.run import RunDir
+
+    def status_of(run):
+        return RunDir(run).status()
 
     assert status_of(run) == "stopped"
     assert not any("stopped at step" in m for m in dialogs.shown), (
@@ -134,7 +140,10 @@ def test_stop_keeps_checkpoint_then_resume(window, qtbot, tmp_path):
 
 def test_failing_child_shows_cli_error_and_page_stays_usable(window, qtbot, tmp_path):
     from app.gui.errors import dialogs
-    from app.gui.runs import status_of
+    from engine.run import RunDir
+
+    def status_of(run):
+        return RunDir(run).status()
 
     empty = tmp_path / "no-images"
     empty.mkdir()
@@ -148,4 +157,42 @@ def test_failing_child_shows_cli_error_and_page_stays_usable(window, qtbot, tmp_
     assert "Traceback" not in dialogs.last_message and "\n" not in dialogs.last_message
     assert page.start_btn.isEnabled() and not page.stop_btn.isEnabled()
     assert "failed" in page.status_label.text()
-    assert status_of(tmp_path / "runs" / "broken") in ("new", "failed")
+    assert RunDir(tmp_path / "runs" / "broken").status() in ("new", "failed")
+
+
+def test_killed_run_reads_interrupted_and_can_resume(window, tmp_path):
+    """A run killed outside the app (kill -9, a crash, a power cut) leaves its process record
+    behind: the table says 'interrupted' at once, not 'running', and offers Resume."""
+    import json
+    import subprocess
+    import sys
+
+    from engine.config import TrainConfig
+    from engine.run import RunDir
+
+    page = window.train_page
+    root = tmp_path / "runs"
+    run = RunDir(root / "killed")
+    run.save_config(TrainConfig(data=str(SAMPLE_IMAGES / "train"), method="simclr"))
+    run.checkpoint_path.parent.mkdir(parents=True)
+    run.checkpoint_path.write_bytes(b"checkpoint")
+    now = time.time()
+    run.events_path.write_text(
+        json.dumps({"type": "start", "step": 0, "total_steps": 9, "time": now})
+        + "\n"
+        + json.dumps({"type": "step", "step": 3, "losses": {"loss": 1.5}, "time": now})
+        + "\n"
+    )
+    run.mark_alive()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    rec = json.loads(run.process_path.read_text())
+    run.process_path.write_text(json.dumps({**rec, "pid": int(dead.stdout), "started": None}))
+    page.runs_root.setText(str(root))
+    page.refresh_runs(select=run.path)
+    item = page.runs_tree.topLevelItem(0)
+    assert (item.text(0), item.text(3), item.text(4)) == ("killed", "interrupted", "3/9")
+    assert page.resume_btn.isEnabled()
+    page.watch(run.path)
+    assert "interrupted" in page.status_label.text()

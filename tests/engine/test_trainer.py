@@ -17,6 +17,7 @@ from engine.config import TrainConfig
 from engine.errors import UserError
 from engine.events import read_events
 from engine.methods.base import Method
+from engine.run import RunDir
 from engine.trainer import EpochBatchSampler, Trainer, TrainingError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,10 +119,12 @@ def test_sigkill_then_resume_matches_uninterrupted(shapes_dir, tmp_path):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert RunDir(run).status() == "interrupted"  # the process record names a dead pid
     killed_at = max(step_losses(run))
     assert killed_at < int(steps), "run finished before it could be killed"
     r = selfsup("train", "--resume", str(run))
     assert r.returncode == 0, r.stderr[-2000:]
+    assert RunDir(run).status() == "done" and not RunDir(run).process_path.exists()
     ref_losses, resumed = step_losses(ref), step_losses(run)
     assert max(resumed) == int(steps)
     for step in range(7, int(steps) + 1):  # every step after the checkpoint replays exactly

@@ -226,9 +226,10 @@ def mae_run(shapes_dir, tmp_path):
 
 def test_mae_reconstructions_paste_visible_patches_exactly(mae_run, shapes_dir):
     from engine.data import list_images, load_images
-    from engine.visualize.reconstructions import load_method, mae_figure, mae_reconstructions
+    from engine.build import load_method
+    from engine.visualize.reconstructions import mae_figure, mae_reconstructions
 
-    mae = load_method(mae_run)
+    mae, _cfg = load_method(mae_run)
     imgs = load_images(list_images(shapes_dir)[:3], 16)
     r = mae_reconstructions(mae, imgs, seed=1)
     m = r["mask"].repeat(4, 1).repeat(4, 2)  # patch mask -> pixels

@@ -8,7 +8,6 @@ from a terminal can be watched the same way and the window never waits on traini
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pyqtgraph as pg
@@ -37,20 +36,13 @@ from app.gui.config_form import DataclassForm, flag_value
 from app.gui.errors import show_error
 from app.gui.jobs import CliJob, cli_command
 from app.gui.paths import Settings, default_runs_root
-from app.gui.runs import (
-    EventTail,
-    RunCurves,
-    can_resume,
-    find_runs,
-    format_duration,
-    run_summary,
-    status_from,
-    status_of,
-)
+from app.gui.runs import RunCurves, format_duration
 from app.gui.style import CURVE_COLOURS, MUTED
 from app.gui.widgets import Page, PathPicker, info_label, std_icon
 from engine.config import OptimConfig, TrainConfig
 from engine.errors import UserError
+from engine.events import EventTail
+from engine.run import RunDir
 
 TRAIN_SKIP = ("data", "method", "backbone", "run_dir")
 TQDM_LINE = re.compile(r"^\s*\d+%\|")
@@ -349,12 +341,10 @@ class TrainPage(Page):
         if not Path(data).expanduser().exists():
             raise UserError(f"{data}: no such folder or file")
         method = self.method_combo.currentData()
-        name = self.run_name.text().strip() or f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = Path(self.runs_root.text().strip() or default_runs_root()).expanduser() / name
-        if (run_dir / "config.json").exists():
-            raise UserError(
-                f"{run_dir}: a run with this name exists; pick another name or resume it"
-            )
+        root = Path(self.runs_root.text().strip() or default_runs_root()).expanduser()
+        name = self.run_name.text().strip()
+        run_dir = (RunDir(root / name) if name else RunDir.new(method, root)).path
+        RunDir(run_dir).check_new()
         args = [
             "train",
             "--data",
@@ -396,17 +386,17 @@ class TrainPage(Page):
         self.resume(run)
 
     def resume(self, run_dir: str | Path) -> None:
-        run_dir = Path(run_dir)
+        run = RunDir(run_dir)
         if self.job.is_running():
             show_error(self, "a run is already training; stop it first")
             return
-        if not can_resume(run_dir):
-            show_error(self, f"{run_dir}: nothing to resume, no checkpoints/last.pt")
+        if not run.can_resume():
+            show_error(self, f"{run}: nothing to resume, no checkpoint")
             return
-        if status_of(run_dir) == "done":
-            show_error(self, f"{run_dir}: this run already finished")
+        if run.status() == "done":
+            show_error(self, f"{run}: this run already finished")
             return
-        self._launch(["train", "--resume", str(run_dir)], run_dir)
+        self._launch(["train", "--resume", str(run)], run.path)
 
     def _launch(self, args: list[str], run_dir: Path) -> None:
         self.log_view.clear()
@@ -453,7 +443,7 @@ class TrainPage(Page):
         events = self.tail.poll()
         if not events:
             return
-        first = not self.curves.last_type
+        first = self.curves.state.phase == "new"
         self.curves.add(events)
         self._redraw()
         if first and events and self.watched == self.active_run:
@@ -497,13 +487,13 @@ class TrainPage(Page):
             if not self.job.stopping:
                 self.status_label.setText(self._status_html("running"))
         elif self.watched is not None:
-            st = c.status()
+            st = c.state.status(RunDir(self.watched).alive())
             if st in ("new", "running", "interrupted") and self._final_status:
-                st = self._final_status  # what the finished child told us (e.g. failed early)
+                st = self._final_status  # the child died before its run could say so
             self.status_label.setText(self._status_html(st))
             loss = c.losses.get("loss")
             last = f"last loss {loss[-1][1]:.4f}" if loss else "no steps logged"
-            msg = f" · {c.message}" if c.message else ""
+            msg = f" · {c.state.message}" if c.state.message else ""
             self.stats_label.setText(f"{last}{msg}")
 
     def _status_html(self, status: str, extra: str = "") -> str:
@@ -526,21 +516,18 @@ class TrainPage(Page):
         self._update_buttons()
         if run is None:
             return
-        status = status_of(run)
-        if code == 0:
-            status = "done"
-        elif stopped:
-            status = "stopped"
-        else:
-            status = "failed"
+        status = RunDir(run).status()
+        if status not in ("done", "stopped", "failed"):  # no terminal event: the child died
+            status = "stopped" if stopped else "failed"
+            if run == self.watched:
+                self._final_status = status
+        if status == "failed" and not stopped:
             show_error(self, message or "training stopped unexpectedly", "training")
-        if run == self.watched:
-            self._final_status = status
         self.status_label.setText(
             self._status_html(
                 status,
                 "resume it with “Resume selected”"
-                if status == "stopped" and can_resume(run)
+                if status == "stopped" and RunDir(run).can_resume()
                 else "",
             )
         )
@@ -563,7 +550,7 @@ class TrainPage(Page):
         self.runs_tree.blockSignals(True)
         self.runs_tree.clear()
         root = Path(self.runs_root.text().strip() or default_runs_root()).expanduser()
-        runs = find_runs(root)
+        runs = [r.path for r in RunDir.find(root)]
         extra = [
             Path(p)
             for p in self.settings.recent("runs")
@@ -573,7 +560,7 @@ class TrainPage(Page):
         for run in runs + extra:
             s = self._summary(run)
             ours = run == self.active_run and self.job.is_running()
-            st = "running" if ours else status_from(s["last_type"], s["message"], s["last_time"])
+            st = "running" if ours else s["state"].status(RunDir(run).alive())
             loss = f"{s['loss']:.4f}" if s["loss"] is not None else ""
             step = f"{s['step']}/{s['total_steps']}" if s["total_steps"] else str(s["step"])
             it = QTreeWidgetItem([s["name"], s["method"], s["backbone"], st, step, loss])
@@ -591,8 +578,8 @@ class TrainPage(Page):
         self._update_buttons()
 
     def _summary(self, run: Path) -> dict:
-        """run_summary, re-read only when events.jsonl changed (long runs have big event files)."""
-        ev = run / "events.jsonl"
+        """RunDir.summary, re-read only when the events changed (long runs have big event files)."""
+        ev = RunDir(run).events_path
         try:
             st = ev.stat()
             key = (st.st_size, st.st_mtime_ns)
@@ -600,7 +587,7 @@ class TrainPage(Page):
             key = None
         hit = self._summaries.get(run)
         if hit is None or hit[0] != key or key is None:
-            hit = (key, run_summary(run))
+            hit = (key, RunDir(run).summary())
             self._summaries[run] = hit
         return hit[1]
 
@@ -620,12 +607,12 @@ class TrainPage(Page):
         run_dir = Path(run_dir).expanduser().resolve()
         if not run_dir.is_dir():
             raise UserError(f"{run_dir}: run folder not found")
-        if not (run_dir / "config.json").exists() and not (run_dir / "events.jsonl").exists():
+        if not RunDir(run_dir).exists():
             raise UserError(f"{run_dir}: not a run directory (no config.json or events.jsonl)")
         self.runs_root.setText(str(run_dir.parent))
         self.settings.add_recent("runs", run_dir)
         try:
-            cfg = TrainConfig.load(run_dir / "config.json")
+            cfg = RunDir(run_dir).config()
             if cfg.data:
                 self.data_picker.set_path(cfg.data, emit=False)
             self.select_method(cfg.method)
@@ -651,10 +638,15 @@ class TrainPage(Page):
         self.stop_btn.setEnabled(running and not self.job.stopping)
         sel = self.selected_run() if hasattr(self, "runs_tree") else None
         self.resume_btn.setEnabled(
-            not running and sel is not None and can_resume(sel) and status_of(sel) != "done"
+            not running
+            and sel is not None
+            and RunDir(sel).can_resume()
+            and RunDir(sel).status() != "done"
         )
         if hasattr(self, "inspect_btn"):
-            self.inspect_btn.setEnabled(self.watched is not None and can_resume(self.watched))
+            self.inspect_btn.setEnabled(
+                self.watched is not None and RunDir(self.watched).can_resume()
+            )
 
     def shutdown(self) -> None:
         self.timer.stop()
