@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass, fields, replace
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from engine.errors import UserError
 
@@ -142,12 +142,12 @@ def _uniform(lo: float, hi: float, shape, device, generator) -> Tensor:
     return lo + (hi - lo) * _rand(shape, device, generator)
 
 
-def _sample_boxes(
-    batch: int, spec: ViewSpec, hw: tuple[int, int], device, generator, attempts: int = 10
-) -> Tensor:
+def _sample_boxes(batch: int, spec: ViewSpec, hw, device, generator, attempts: int = 10) -> Tensor:
     """torchvision's RandomResizedCrop draw, vectorised: the first of 10 (area, log-ratio) draws
-    that fits inside the image, else the central crop with the ratio clamped. Continuous boxes."""
-    h_img, w_img = float(hw[0]), float(hw[1])
+    that fits inside the image, else the central crop with the ratio clamped. Continuous boxes.
+    hw: the image size (h, w), or one size per sample [B, 2]."""
+    hw_t = torch.as_tensor(hw, dtype=torch.float32, device=device).reshape(-1, 2)
+    h_img, w_img = hw_t[:, :1], hw_t[:, 1:]  # [B or 1, 1]
     area = h_img * w_img * _uniform(*spec.scale, (batch, attempts), device, generator)
     log_r = _uniform(
         math.log(spec.ratio[0]), math.log(spec.ratio[1]), (batch, attempts), device, generator
@@ -160,19 +160,16 @@ def _sample_boxes(
     w = w.gather(1, first).squeeze(1)
     h = h.gather(1, first).squeeze(1)
     found = ok.any(dim=1)
-    in_ratio = w_img / h_img
-    if in_ratio < spec.ratio[0]:
-        fw, fh = w_img, w_img / spec.ratio[0]
-    elif in_ratio > spec.ratio[1]:
-        fw, fh = h_img * spec.ratio[1], h_img
-    else:
-        fw, fh = w_img, h_img
-    w = torch.where(found, w, torch.full_like(w, fw))
-    h = torch.where(found, h, torch.full_like(h, fh))
+    h_img, w_img = h_img[:, 0], w_img[:, 0]
+    in_ratio = w_img / h_img  # fallback: the whole image, its ratio clamped into spec.ratio
+    fw = torch.where(in_ratio > spec.ratio[1], h_img * spec.ratio[1], w_img)
+    fh = torch.where(in_ratio < spec.ratio[0], w_img / spec.ratio[0], h_img)
+    w = torch.where(found, w, fw.expand_as(w))
+    h = torch.where(found, h, fh.expand_as(h))
     u = _rand((batch, 2), device, generator)
     x0 = u[:, 0] * (w_img - w)
     y0 = u[:, 1] * (h_img - h)
-    return torch.stack([x0 / w_img, y0 / h_img, w / w_img, h / h_img], dim=1)
+    return torch.stack([x0 / w_img, y0 / h_img, w / w_img, h / h_img], dim=1).expand(batch, 4)
 
 
 def sample_view_params(
@@ -180,10 +177,12 @@ def sample_view_params(
     spec: ViewSpec,
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
-    image_hw: tuple[int, int] = (1, 1),
+    image_hw: tuple[int, int] | Tensor = (1, 1),
 ) -> ViewParams:
-    """Draw every random choice of one view for `batch` samples. `image_hw` is the source size
-    (only its aspect ratio matters; square by default, which is what the datasets deliver)."""
+    """Draw every random choice of one view for `batch` samples. `image_hw` is the source size,
+    (h, w) or one per sample [B, 2]; only the aspect ratio matters. Boxes are fractions of the
+    image, so an image delivered stretched to a square (see the data loader) is cropped as the
+    original: the crop covers the scale range of the *whole* image at the right aspect."""
     d = device
     box = _sample_boxes(batch, spec, image_hw, d, generator)
     flip = _rand((batch,), d, generator) < spec.flip_p
@@ -354,29 +353,21 @@ def augment_view(
     return apply_view(images, spec, params)
 
 
-class MultiView(nn.Module):
-    """The views of one recipe: forward(images) -> one augmented tensor per ViewSpec."""
-
-    def __init__(self, specs: list[ViewSpec]):
-        super().__init__()
-        self.specs = list(specs)
-
-    def forward(
-        self, images: Tensor, generator: torch.Generator | None = None, return_params: bool = False
-    ):
-        x = to_float(images)  # convert once, shared by all views
-        outs, all_params = [], []
-        for spec in self.specs:
-            p = sample_view_params(x.shape[0], spec, x.device, generator, tuple(x.shape[-2:]))
-            outs.append(apply_view(x, spec, p))
-            all_params.append(p)
-        return (outs, all_params) if return_params else outs
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{s.size}px" for s in self.specs)
-
-
 # ----------------------------------------------------------------------------- paper recipes
+
+
+def crop_view(size: int, scale_min: float, normalize: bool = True, gray_p: float = 0.0) -> ViewSpec:
+    """Random resized crop of [scale_min, 1] of the image and a horizontal flip, nothing else:
+    the view of the pretext and masked-modelling methods, whose targets colour changes would
+    corrupt (colorization, inpainting, MAE, MaskFeat) or which do not need them (rotation)."""
+    return ViewSpec(
+        size=size,
+        scale=(scale_min, 1.0),
+        jitter_p=0.0,
+        gray_p=gray_p,
+        blur_p=0.0,
+        normalize=normalize,
+    )
 
 
 def simclr_views(size: int, strength: float | None = None) -> list[ViewSpec]:
@@ -395,15 +386,33 @@ def simclr_views(size: int, strength: float | None = None) -> list[ViewSpec]:
     return [spec, replace(spec)]
 
 
+def mocov2_views(size: int, blur: bool = True) -> list[ViewSpec]:
+    """MoCo v2 (Chen et al. 2020, main_moco.py --aug-plus): crop scale (0.2, 1), jitter
+    0.4/0.4/0.4/0.1 with p=0.8, gray p=0.2, blur p=0.5 (none at <= 64 px, as the CIFAR recipes),
+    flip. SupCon's reference code uses the same without blur (`blur=False`)."""
+    spec = ViewSpec(
+        size=size,
+        scale=(0.2, 1.0),
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.4,
+        hue=0.1,
+        blur_p=0.5 if blur and size > 64 else 0.0,
+    )
+    return [spec, replace(spec)]
+
+
 def _byol_base(size: int, scale: tuple[float, float] = (0.08, 1.0)) -> ViewSpec:
     return ViewSpec(size=size, scale=scale, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)
 
 
 def byol_views(size: int) -> list[ViewSpec]:
     """BYOL (Grill et al. 2020) asymmetric pair: view 1 always blurred, never solarized; view 2
-    blurred with p=0.1 and solarized with p=0.2. Jitter 0.4/0.4/0.2/0.1 with p=0.8, gray p=0.2."""
+    blurred with p=0.1 and solarized with p=0.2. Jitter 0.4/0.4/0.2/0.1 with p=0.8, gray p=0.2.
+    At <= 64 px no blur (solo-learn's and lightly's CIFAR recipes: a 3-tap kernel only smears)."""
     base = _byol_base(size)
-    return [replace(base, blur_p=1.0, solarize_p=0.0), replace(base, blur_p=0.1, solarize_p=0.2)]
+    b1, b2 = (1.0, 0.1) if size > 64 else (0.0, 0.0)
+    return [replace(base, blur_p=b1, solarize_p=0.0), replace(base, blur_p=b2, solarize_p=0.2)]
 
 
 def dino_views(
@@ -415,11 +424,12 @@ def dino_views(
 ) -> list[ViewSpec]:
     """DINO (Caron et al. 2021) multi-crop: two global crops (BYOL's asymmetric blur/solarize)
     then n_local small crops with blur p=0.5. Scales are the DINO repository defaults (0.4, 1) and
-    (0.05, 0.4); its README uses a wider global range such as (0.14, 1) for some runs."""
-    g = _byol_base(global_size, global_scale)
-    local = replace(_byol_base(local_size, local_scale), blur_p=0.5)
+    (0.05, 0.4); its README uses a wider global range such as (0.14, 1) for some runs. Images of
+    <= 64 px get no blur at all (as byol_views)."""
+    g1, g2 = byol_views(global_size)
+    local = replace(_byol_base(local_size, local_scale), blur_p=0.5 if global_size > 64 else 0.0)
     return [
-        replace(g, blur_p=1.0, solarize_p=0.0),
-        replace(g, blur_p=0.1, solarize_p=0.2),
+        replace(g1, scale=global_scale),
+        replace(g2, scale=global_scale),
         *[replace(local) for _ in range(n_local)],
     ]

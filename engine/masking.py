@@ -197,8 +197,3 @@ def masked_mean(loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of a per-patch loss [B, N] over masked patches only (0 if nothing is masked)."""
     m = mask.to(loss.dtype)
     return (loss * m).sum() / m.sum().clamp(min=1.0)
-
-
-def grid_masks(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """[B, N] -> [B, h, w] for display."""
-    return mask.reshape(mask.shape[0], height, width)

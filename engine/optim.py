@@ -80,6 +80,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay)
+    for g in groups:  # what per-group schedules (Method.on_step_start) start from
+        g.update(peak_lr=lr, base_weight_decay=g["weight_decay"], min_lr_ratio=cfg.min_lr_ratio)
     if cfg.optimizer == "sgd":
         for g in groups:
             g.pop("lars_exclude")
@@ -87,7 +89,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.opti
     if cfg.optimizer == "adamw":
         for g in groups:
             g.pop("lars_exclude")
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+        # (0.9, 0.999) as DINO, iBOT and MoCo v3; a model may ask for others (MAE: 0.95)
+        return torch.optim.AdamW(groups, lr=lr, betas=getattr(model, "adam_betas", (0.9, 0.999)))
     if cfg.optimizer == "lars":
         return LARS(groups, lr=lr, momentum=cfg.momentum)
     raise UserError(f"unknown optimizer '{cfg.optimizer}'; choose one of: sgd, adamw, lars")

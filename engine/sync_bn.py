@@ -20,8 +20,10 @@ class GlobalBatchNorm(nn.BatchNorm2d):
         if x.dim() not in (2, 3, 4, 5):
             raise ValueError(f"expected 2-D to 5-D input, got {x.dim()}-D")
 
+    local = False  # set by local_bn: statistics of this process's batch only
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized()):
+        if self.local or not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(x)
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
@@ -65,3 +67,21 @@ def convert_global_bn(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         setattr(module, name, convert_global_bn(child))
     return module
+
+
+_OWN_GROUP: list = []
+
+
+def local_bn(module: nn.Module) -> None:
+    """Make the batch norms below `module` use this process's batch only, after the trainer made
+    them global (GlobalBatchNorm on CPU, torch's SyncBatchNorm on CUDA): MoCo's shuffled key
+    encoder needs per-process statistics. Idempotent; a collective call the first time (every
+    rank creates the one-process groups)."""
+    for m in module.modules():
+        if isinstance(m, GlobalBatchNorm):
+            m.local = True
+        elif isinstance(m, nn.SyncBatchNorm):
+            if not _OWN_GROUP:
+                groups = [dist.new_group([r]) for r in range(dist.get_world_size())]
+                _OWN_GROUP.append(groups[dist.get_rank()])
+            m.process_group = _OWN_GROUP[0]

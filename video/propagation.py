@@ -23,7 +23,6 @@ order. Memory stays bounded on long videos: only the context's features and labe
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -381,12 +380,3 @@ def propagate_keypoints(
         up = upsample(soft, hw).flatten(1)
         arg = up.argmax(1).cpu().numpy()
         yield np.stack([arg % hw[1], arg // hw[1]], 1).astype(np.float32)
-
-
-def context_bytes(cfg: PropagationConfig, c: int, h: int, w: int, k: int) -> int:
-    """Memory the context holds: (1 + n_last) frames of features and labels (float32)."""
-    return (1 + cfg.n_last) * (c + k) * h * w * 4
-
-
-def window_cells(cfg: PropagationConfig) -> int:
-    return (2 * cfg.radius + 1) ** 2 if cfg.radius > 0 else math.inf

@@ -16,17 +16,40 @@ _VIT_RE = re.compile(r"^vit_(tiny|small|base)(?:_p(\d+))?$")
 
 
 def build_backbone(name: str, image_size: int = 224, **kwargs) -> nn.Module:
+    """kwargs: small_stem (ResNets); depth, mask_token (only methods that mask patches ask for
+    the [MASK] embedding), drop_path, pos_embed ("learned" | "sincos" | "sincos_rows"), init
+    ("default" | "mae" | "mocov3") for ViTs. Options of the other family are ignored."""
     if name in ("resnet18", "resnet50"):
-        return ResNetBackbone(int(name[6:]), image_size=image_size, small_stem=kwargs.get("small_stem"))
-    if name in ("splitbrain_resnet18", "splitbrain_resnet50"):  # the split-brain method's two halves
-        return SplitBrainBackbone(int(name[17:]), image_size=image_size, small_stem=kwargs.get("small_stem"))
+        return ResNetBackbone(
+            int(name[6:]), image_size=image_size, small_stem=kwargs.get("small_stem")
+        )
+    if name in (
+        "splitbrain_resnet18",
+        "splitbrain_resnet50",
+    ):  # the split-brain method's two halves
+        return SplitBrainBackbone(
+            int(name[17:]), image_size=image_size, small_stem=kwargs.get("small_stem")
+        )
     m = _VIT_RE.match(name)
     if m:
         patch = int(m.group(2)) if m.group(2) else default_patch_size(image_size)
         if image_size % patch:
-            raise UserError(f"image size {image_size} is not a multiple of patch size {patch} for {name}")
-        return ViT(m.group(1), patch_size=patch, image_size=image_size, depth=kwargs.get("depth"))
-    raise UserError(f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)} (ViTs take _p8/_p16 etc.)")
+            raise UserError(
+                f"image size {image_size} is not a multiple of patch size {patch} for {name}"
+            )
+        return ViT(
+            m.group(1),
+            patch_size=patch,
+            image_size=image_size,
+            depth=kwargs.get("depth"),
+            mask_token=kwargs.get("mask_token", False),
+            drop_path=kwargs.get("drop_path", 0.0),
+            pos_embed=kwargs.get("pos_embed", "learned"),
+            init=kwargs.get("init", "default"),
+        )
+    raise UserError(
+        f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)} (ViTs take _p8/_p16 etc.)"
+    )
 
 
 def is_vit(backbone: nn.Module) -> bool:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from engine.errors import UserError
 
 VIT_SIZES = {  # name: (embed_dim, depth, heads), as in DeiT / DINO
     "tiny": (192, 12, 3),
@@ -32,19 +35,65 @@ class Attention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, n, d)), attn
 
 
+class DropPath(nn.Module):
+    """Stochastic depth: in training, drop a residual branch per sample with probability p and
+    scale the kept ones by 1 / (1 - p) (timm / DINO's drop_path)."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+def set_drop_path(module: nn.Module, rate: float) -> None:
+    """Set every DropPath below `module` to `rate` (0 turns stochastic depth off, e.g. in an
+    EMA teacher copied from a student that uses it)."""
+    for m in module.modules():
+        if isinstance(m, DropPath):
+            m.p = rate
+
+
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, heads)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         y, attn = self.attn(self.norm1(x), return_attention)
-        x = x + y
-        x = x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(y)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
         return (x, attn) if return_attention else x
+
+
+def sincos_pos_embed(dim: int, grid_h: int, grid_w: int, rows_first: bool = False) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding [1, 1 + h*w, dim], zeros for [CLS], patches in
+    row-major order: [sin(a w), cos(a w), sin(b w), cos(b w)] with w_i = 10000^(-i / (dim/4)),
+    i < dim/4. MAE (get_2d_sincos_pos_embed): a = the patch's column, b = its row. MoCo v3
+    (build_2d_sincos_position_embedding, its meshgrid in "ij" order): a = row, b = column."""
+    if dim % 4:
+        raise UserError(f"a sin-cos position embedding needs a width divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
+    rows, cols = torch.meshgrid(
+        torch.arange(grid_h, dtype=torch.float64),
+        torch.arange(grid_w, dtype=torch.float64),
+        indexing="ij",
+    )
+    parts = []
+    for pos in (rows, cols) if rows_first else (cols, rows):
+        out = pos.flatten()[:, None] * omega[None]
+        parts += [torch.sin(out), torch.cos(out)]
+    emb = torch.cat(parts, dim=1).float()
+    return torch.cat([torch.zeros(1, dim), emb])[None]
 
 
 class ViT(nn.Module):
@@ -56,6 +105,10 @@ class ViT(nn.Module):
         patch_size: int = 16,
         image_size: int = 224,
         depth: int | None = None,
+        mask_token: bool = False,
+        drop_path: float = 0.0,
+        pos_embed: str = "learned",
+        init: str = "default",
     ):
         super().__init__()
         dim, default_depth, heads = VIT_SIZES[size]
@@ -69,15 +122,52 @@ class ViT(nn.Module):
         self.grid = image_size // patch_size
         self.patch_embed = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        # The [MASK] embedding exists only for methods that mask (MaskFeat, iBOT): a parameter
+        # no loss reaches would get no gradient, and DDP fails on such parameters.
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim)) if mask_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid**2, dim))
-        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
+        rates = torch.linspace(0, drop_path, depth).tolist()  # stochastic depth rule of DINO
+        self.blocks = nn.ModuleList(Block(dim, heads, drop_path=r) for r in rates)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.arch = {"name": f"vit_{size}_p{patch_size}", "image_size": image_size, "depth": depth}
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        if self.mask_token is not None:
+            nn.init.trunc_normal_(self.mask_token, std=0.02)
         self.apply(_init_weights)
+        if pos_embed != "learned":  # MAE / MoCo v3: fixed sin-cos, not trained
+            if pos_embed not in ("sincos", "sincos_rows"):
+                raise UserError(f"unknown ViT position embedding '{pos_embed}'")
+            emb = sincos_pos_embed(dim, self.grid, self.grid, rows_first=pos_embed == "sincos_rows")
+            self.pos_embed.data.copy_(emb)
+            self.pos_embed.requires_grad_(False)
+        if init == "mae":  # models_mae.py: xavier_uniform on every Linear
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.xavier_uniform_(m.weight)
+        elif init == "mocov3":  # moco-v3 vits.py
+            for name, m in self.named_modules():
+                if isinstance(m, nn.Linear):
+                    if name.endswith("qkv"):  # q, k and v treated as three matrices
+                        val = math.sqrt(6.0 / (m.weight.shape[0] // 3 + m.weight.shape[1]))
+                        nn.init.uniform_(m.weight, -val, val)
+                    else:
+                        nn.init.xavier_uniform_(m.weight)
+            nn.init.normal_(self.cls_token, std=1e-6)
+            val = math.sqrt(6.0 / (3 * patch_size * patch_size + dim))
+            nn.init.uniform_(self.patch_embed.weight, -val, val)
+        elif init != "default":
+            raise UserError(f"unknown ViT initialisation '{init}'")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the mask token became optional hold one for every ViT;
+        # a ViT without it ignores the key, a ViT that masks keeps its own when it is missing.
+        key = prefix + "mask_token"
+        if self.mask_token is None:
+            state_dict.pop(key, None)
+        elif key not in state_dict:
+            state_dict[key] = self.mask_token.detach().clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def num_patches(self, h: int, w: int) -> int:
         return (h // self.patch_size) * (w // self.patch_size)
@@ -102,6 +192,8 @@ class ViT(nn.Module):
         pos = self.interpolate_pos_embed(x.shape[-2], x.shape[-1])
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # [B, N, D]
         if mask is not None:
+            if self.mask_token is None:
+                raise ValueError("this ViT has no mask token; build it with mask_token=True")
             tokens = torch.where(mask.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
         tokens = tokens + pos[:, 1:]
         if keep is not None:

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from engine import augment
-from engine.backbones import build_backbone
 from engine.heads import mlp
 from engine.losses import barlow_twins_loss
 from engine.methods.base import Method
@@ -38,7 +37,7 @@ class BarlowTwins(Method):
         self.specs = augment.byol_views(image_size)  # the paper follows BYOL's recipe
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x1, x2 = self.make_views(batch["image"], self.specs)
+        x1, x2 = self.make_views(batch, self.specs)
         z1, z2 = (self.projector(self.backbone(x)) for x in (x1, x2))
         return {"loss": barlow_twins_loss(z1, z2, self.cfg.lambd)}
 
@@ -48,9 +47,7 @@ register_method(
         name="barlow_twins",
         description="Barlow Twins: push the cross-correlation of two views' embeddings to the identity",
         config_cls=BarlowTwinsConfig,
-        build=lambda cfg, m: BarlowTwins(
-            build_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m
-        ),
+        build=BarlowTwins.build,
         family="contrastive",  # grouped with the two-view joint-embedding methods
         defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
     )

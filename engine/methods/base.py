@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from engine import augment
+from engine.backbones import build_backbone
+from engine.distributed import all_reduce_mean
 
 
 class Method(nn.Module):
     """Subclasses set `self.backbone` and implement `forward(batch) -> {"loss": ..., ...}`."""
 
     backbone: nn.Module
+    backbone_kwargs: dict[str, Any] = {}  # build_backbone options, e.g. {"mask_token": True}
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas (MAE: 0.95)
+
+    @classmethod
+    def build(cls, cfg: Any, method_cfg: Any) -> Method:
+        """The MethodSpec.build of an image method: backbone from cfg.backbone / cfg.image_size."""
+        backbone = build_backbone(cfg.backbone, cfg.image_size, **cls.backbone_kwargs)
+        return cls(backbone, cfg.image_size, method_cfg)
 
     def __init__(self) -> None:
         super().__init__()
@@ -32,18 +44,56 @@ class Method(nn.Module):
         g.manual_seed((self._seed * 1_000_003 + self._step * 7919 + salt) % (2**63))
         return g
 
-    def make_views(self, images: torch.Tensor, specs: list[augment.ViewSpec]) -> list[torch.Tensor]:
-        """Augmented views of this process's images, sampled for the whole global batch."""
-        b = images.shape[0]
-        total = self._global_batch or b
-        views = []
-        for i, spec in enumerate(specs):
-            g = self.step_generator(images.device, salt=i + 1)
-            params = augment.sample_view_params(total, spec, images.device, generator=g)
-            if total != b:
-                params = slice_params(params, self._offset, self._offset + b)
-            views.append(augment.apply_view(images, spec, params))
-        return views
+    def draw_global(
+        self,
+        fn: Callable[[int, torch.Generator], Any],
+        local: int,
+        salt: int,
+        device: torch.device | str = "cpu",
+    ) -> Any:
+        """fn(global batch, step generator) draws per-sample randomness (a tensor, or a dataclass
+        of them, batch first) for the whole global batch; this process gets its `local` rows.
+        So N processes draw exactly what one process draws for the same global batch."""
+        total = self._global_batch or local
+        out = fn(total, self.step_generator(torch.device(device), salt=salt))
+        return slice_params(out, self._offset, self._offset + local) if total != local else out
+
+    def make_views(
+        self, batch: dict[str, torch.Tensor] | torch.Tensor, specs: list[augment.ViewSpec]
+    ) -> list[torch.Tensor]:
+        """Augmented views of this process's images (a batch dict's "image", or a tensor),
+        sampled for the whole global batch. A batch's "hw" [B, 2] (each image's size before it
+        was stretched to the square the loader delivers) makes crops follow the true aspect."""
+        images = batch["image"] if isinstance(batch, dict) else batch
+        hw = batch.get("hw") if isinstance(batch, dict) else None
+        dev = images.device
+
+        def draw(spec: augment.ViewSpec, salt: int) -> augment.ViewParams:
+            def fn(n: int, g: torch.Generator) -> augment.ViewParams:
+                return augment.sample_view_params(n, spec, dev, generator=g, image_hw=(1, 1))
+
+            if hw is None:
+                return self.draw_global(fn, images.shape[0], salt, dev)
+
+            # the aspect ratio of each image matters: draw with this process's sizes in the
+            # rows of the global batch (other rows draw as squares; only ours are kept)
+            def fn_hw(n: int, g: torch.Generator) -> augment.ViewParams:
+                full = torch.ones(n, 2, device=dev)
+                full[self._offset : self._offset + images.shape[0]] = hw.to(dev).float()
+                return augment.sample_view_params(n, spec, dev, generator=g, image_hw=full)
+
+            return self.draw_global(fn_hw, images.shape[0], salt, dev)
+
+        return [augment.apply_view(images, spec, draw(spec, i + 1)) for i, spec in enumerate(specs)]
+
+    def on_step_start(self, step: int, total_steps: int, optimizer: Any) -> None:
+        """Before each step, after the trainer set the learning rate: per-group schedules
+        (DINO's weight-decay cosine, a warm-up given as a fraction of the run)."""
+
+    def clip_gradients(self, max_norm: float) -> None:
+        """Gradient clipping; the trainer calls it when clip_grad > 0 (after unscaling).
+        Default: the global norm over all parameters."""
+        torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """EMA teachers, momentum schedules, queue bookkeeping: after each optimiser step."""
@@ -73,18 +123,48 @@ def slice_params(params: Any, start: int, stop: int) -> Any:
 
 @torch.no_grad()
 def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """target <- m * target + (1 - m) * online, for parameters and float buffers alike."""
-    for t, o in zip(target.parameters(), online.parameters()):
+    """target <- m * target + (1 - m) * online, parameters only. Buffers (BatchNorm running
+    statistics) are the target's own, from its own forward passes, as in the official DINO,
+    MoCo and BYOL code (which average `parameters()` only)."""
+    for t, o in zip(target.parameters(), online.parameters(), strict=True):
         t.mul_(momentum).add_(o.detach(), alpha=1 - momentum)
-    for t, o in zip(target.buffers(), online.buffers()):
-        if t.dtype.is_floating_point:
-            t.copy_(o)
+
+
+@torch.no_grad()
+def ema_center(center: torch.Tensor, batch_mean: torch.Tensor, momentum: float) -> None:
+    """DINO / iBOT centering: center <- m * center + (1 - m) * mean over the global batch."""
+    center.mul_(momentum).add_(all_reduce_mean(batch_mean), alpha=1 - momentum)
+
+
+def cosine_schedule(base: float, final: float, step: int, total_steps: int) -> float:
+    """DINO's cosine_scheduler without warm-up: `base` at step 0 to `final` at the end."""
+    t = min(step, total_steps) / max(1, total_steps)
+    return final + 0.5 * (base - final) * (1 + math.cos(math.pi * t))
+
+
+@torch.no_grad()
+def clip_per_parameter(params: Any, max_norm: float) -> None:
+    """DINO's utils.clip_gradients: scale each gradient whose norm exceeds max_norm down to it,
+    parameter by parameter (clip coefficient max_norm / (norm + 1e-6))."""
+    for p in params:
+        if p.grad is not None:
+            coef = max_norm / (p.grad.norm(2) + 1e-6)
+            p.grad.mul_(coef.clamp(max=1.0))
+
+
+def online_and_target(
+    method: Method, views: list[torch.Tensor], target: nn.Module
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """BYOL / MoCo v3: the online branch predictor(projector(backbone(v))) with gradient and
+    the momentum target's output without, for each view."""
+    online = [method.predictor(method.projector(method.backbone(v))) for v in views]
+    with torch.no_grad():
+        targets = [target(v) for v in views]
+    return online, targets
 
 
 def cosine_momentum(base: float, step: int, total_steps: int, final: float = 1.0) -> float:
     """BYOL/DINO schedule: momentum rises from `base` to `final` along a cosine."""
-    import math
-
     if total_steps <= 1:
         return base
     return (

@@ -9,10 +9,15 @@ import torch
 from torch import nn
 
 from engine import augment
-from engine.backbones import build_backbone
 from engine.heads import mlp
 from engine.losses import byol_loss
-from engine.methods.base import Method, cosine_momentum, ema_update, frozen_copy
+from engine.methods.base import (
+    Method,
+    cosine_momentum,
+    ema_update,
+    frozen_copy,
+    online_and_target,
+)
 from engine.registry import MethodSpec, register_method
 
 
@@ -40,10 +45,9 @@ class BYOL(Method):
         self.specs = augment.byol_views(image_size)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x1, x2 = self.make_views(batch["image"], self.specs)
-        p1, p2 = (self.predictor(self.projector(self.backbone(x))) for x in (x1, x2))
-        with torch.no_grad():
-            z1, z2 = self.target(x1), self.target(x2)
+        (p1, p2), (z1, z2) = online_and_target(
+            self, self.make_views(batch, self.specs), self.target
+        )
         return {"loss": byol_loss(p1, z2) + byol_loss(p2, z1)}
 
     def on_step_end(self, step: int, total_steps: int) -> None:
@@ -56,7 +60,7 @@ register_method(
         name="byol",
         description="BYOL: online network predicts an EMA target's projection of another view, no negatives",
         config_cls=BYOLConfig,
-        build=lambda cfg, m: BYOL(build_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m),
+        build=BYOL.build,
         family="distillation",
         defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
     )

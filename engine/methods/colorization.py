@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine import augment
-from engine.backbones import build_backbone
 from engine.color import ABQuantizer, gray_rgb, lab_to_rgb, rgb_to_lab, soft_cross_entropy
 from engine.methods.base import Method
 from engine.registry import MethodSpec, register_method
@@ -135,22 +134,17 @@ class ColorPrior(nn.Module):
         return self.weights[self.quantizer.encode(ab)]
 
 
-class Colorization(Method):
-    def __init__(self, backbone: nn.Module, image_size: int, cfg: ColorizationConfig):
+class ColorTargetMethod(Method):
+    """What colorization and split-brain share: ab bins (`self.quantizer`), the colour prior
+    measured at the first epoch, the crop-and-flip view and the prediction grid. The config
+    needs grid, pred_stride, rebalance, rebalance_lambda, prior_images and crop_min_scale."""
+
+    def __init__(self, backbone: nn.Module, image_size: int, cfg, prior_sigma: float = 5.0):
         super().__init__()
         self.backbone, self.cfg, self.image_size = backbone, cfg, image_size
         self.quantizer = ABQuantizer(cfg.grid)
-        q = self.quantizer.num_bins
-        self.head = DenseHead(backbone.embed_dim, q, cfg.head_dim)
-        self.prior = ColorPrior(self.quantizer, cfg.rebalance_lambda, cfg.prior_sigma)
-        self.spec = augment.ViewSpec(
-            size=image_size,
-            scale=(cfg.crop_min_scale, 1.0),
-            jitter_p=0.0,
-            gray_p=0.0,
-            blur_p=0.0,
-            normalize=False,
-        )
+        self.prior = ColorPrior(self.quantizer, cfg.rebalance_lambda, prior_sigma)
+        self.spec = augment.crop_view(image_size, cfg.crop_min_scale, normalize=False)
 
     @property
     def grid_hw(self) -> tuple[int, int]:
@@ -159,12 +153,14 @@ class Colorization(Method):
 
     def on_epoch_start(self, epoch: int, trainer) -> None:
         if self.cfg.rebalance and not self.prior.ready:
-            self.prior.fit(
-                trainer.feature_loader(batch_size=256),
-                self.image_size,
-                self.grid_hw,
-                self.cfg.prior_images,
-            )
+            loader = trainer.feature_loader(batch_size=256)
+            self.prior.fit(loader, self.image_size, self.grid_hw, self.cfg.prior_images)
+
+
+class Colorization(ColorTargetMethod):
+    def __init__(self, backbone: nn.Module, image_size: int, cfg: ColorizationConfig):
+        super().__init__(backbone, image_size, cfg, cfg.prior_sigma)
+        self.head = DenseHead(backbone.embed_dim, self.quantizer.num_bins, cfg.head_dim)
 
     def logits(self, rgb: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         """Colour logits [B, Q, h, w] from RGB in [0, 1] (only its lightness is used)."""
@@ -176,7 +172,7 @@ class Colorization(Method):
         return self.head(self.backbone.forward_dense(inp), size)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        (x,) = self.make_views(batch["image"], [self.spec])
+        (x,) = self.make_views(batch, [self.spec])
         lab = rgb_to_lab(x)
         logits = self.logits(x, self.grid_hw)
         ab = F.adaptive_avg_pool2d(lab[:, 1:], self.grid_hw)
@@ -211,9 +207,7 @@ register_method(
         name="colorization",
         description="Colorization: predict quantised ab colours from lightness, rebalanced toward rare colours",
         config_cls=ColorizationConfig,
-        build=lambda cfg, m: Colorization(
-            build_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m
-        ),
+        build=Colorization.build,
         family="pretext",
         defaults={"backbone": "resnet18", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4},
     )

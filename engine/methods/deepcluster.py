@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine import augment
-from engine.backbones import build_backbone
 from engine.distributed import is_dist
 from engine.errors import UserError
 from engine.kmeans import kmeans, pca_whiten
@@ -79,6 +78,12 @@ class DeepCluster(Method):
             blur_p=0.0,
         )
         self.last_stats: dict[str, float] = {}
+
+    @classmethod
+    def build(cls, cfg, m: DeepClusterConfig) -> DeepCluster:
+        method = super().build(cfg, m)
+        method.seed = cfg.seed  # k-means and classifier re-initialisation seeds
+        return method
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "assignments"  # its length is the dataset size, unknown when built
@@ -158,7 +163,7 @@ class DeepCluster(Method):
             raise UserError(
                 "DeepCluster: no clustering yet; on_epoch_start must run before the first step"
             )
-        (x,) = self.make_views(batch["image"], [self.spec])
+        (x,) = self.make_views(batch, [self.spec])
         labels = self.assignments[batch["index"].to(self.assignments.device)]
         logits = self.classifier(self.backbone(x))
         per_sample = F.cross_entropy(logits, labels, reduction="none")
@@ -167,18 +172,12 @@ class DeepCluster(Method):
         return {"loss": loss, "acc": (logits.argmax(1) == labels).float().mean()}
 
 
-def _build(cfg, m: DeepClusterConfig) -> DeepCluster:
-    return DeepCluster(
-        build_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m, seed=cfg.seed
-    )
-
-
 register_method(
     MethodSpec(
         name="deepcluster",
         description="DeepCluster: k-means on the current features every epoch, predict the cluster as a pseudo-label",
         config_cls=DeepClusterConfig,
-        build=_build,
+        build=DeepCluster.build,
         family="pretext",
         defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-5},
     )

@@ -10,10 +10,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine import augment
-from engine.backbones import build_backbone
-from engine.distributed import all_reduce_mean
+from engine.backbones.vit import set_drop_path
 from engine.losses import dino_loss
-from engine.methods.base import Method, cosine_momentum, ema_update, frozen_copy
+from engine.methods.base import (
+    Method,
+    clip_per_parameter,
+    cosine_momentum,
+    cosine_schedule,
+    ema_center,
+    ema_update,
+    frozen_copy,
+)
+from engine.optim import lr_at
 from engine.registry import MethodSpec, register_method
 
 
@@ -56,6 +64,18 @@ class DINOConfig:
     )
     norm_last_layer: bool = field(
         default=True, metadata={"help": "fix the weight-norm gain of the last layer to 1 (stabler)"}
+    )
+    global_scale_min: float = field(
+        default=0.4, metadata={"help": "global crop scale lower bound (DINO repository: 0.4)"}
+    )
+    local_scale_max: float = field(
+        default=0.4, metadata={"help": "local crop scale upper bound (DINO repository: 0.4)"}
+    )
+    warmup_frac: float = field(
+        default=0.1, metadata={"help": "learning-rate warm-up as a fraction of the run (10/100)"}
+    )
+    weight_decay_end: float = field(
+        default=0.4, metadata={"help": "weight decay at the end of its cosine schedule (0.4)"}
     )
 
 
@@ -104,28 +124,32 @@ def default_local_size(image_size: int, patch: int = 8) -> int:
 class DINO(Method):
     eval_backbone_prefix = "teacher_backbone."  # the teacher is the better network (paper sec. 5)
     ddp_find_unused = True  # the frozen last layer gets no gradient early on
+    backbone_kwargs = {"drop_path": 0.1}  # stochastic depth in the student only (DINO ViT-S)
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: DINOConfig):
         super().__init__()
         self.backbone, self.cfg = backbone, cfg
+        d = backbone.embed_dim
         self.head = DINOHead(
-            backbone.embed_dim, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.norm_last_layer
+            d, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.norm_last_layer
         )
         self.teacher_backbone, self.teacher_head = frozen_copy(backbone), frozen_copy(self.head)
+        set_drop_path(self.teacher_backbone, 0.0)  # the teacher is built without drop-path
         local = cfg.local_size or default_local_size(image_size, getattr(backbone, "patch_size", 8))
-        self.specs = augment.dino_views(image_size, local, cfg.n_local)
+        self.specs = augment.dino_views(
+            image_size, local, cfg.n_local, (cfg.global_scale_min, 1.0), (0.05, cfg.local_scale_max)
+        )
         self.register_buffer("center", torch.zeros(1, cfg.out_dim))
         # Schedules for the next step, set in on_step_end; buffers so that resume is exact.
         self.register_buffer("teacher_temp", torch.tensor(cfg.warmup_teacher_temp))
         self.register_buffer("freeze_last", torch.tensor(cfg.freeze_last_layer_frac > 0))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        views = self.make_views(batch["image"], self.specs)
+        views = self.make_views(batch, self.specs)
         freeze = bool(self.freeze_last)
         glob = torch.cat(views[:2])
         student = list(self.head(self.backbone(glob), freeze).chunk(2))
-        if len(views) > 2:
-            student += self.head(self.backbone(torch.cat(views[2:])), freeze).chunk(len(views) - 2)
+        student += self.local_outputs(views, freeze)
         with torch.no_grad():
             teacher_out = self.teacher_head(self.teacher_backbone(glob))
         teacher = list(teacher_out.chunk(2))
@@ -137,26 +161,53 @@ class DINO(Method):
         self.update_center(teacher_out)
         return {"loss": loss, "teacher_entropy": entropy, "kl": loss.detach() - entropy}
 
+    def local_outputs(self, views: list[torch.Tensor], freeze: bool) -> list[torch.Tensor]:
+        """The student head's outputs for the local crops (views 2...), one tensor per crop."""
+        if len(views) <= 2:
+            return []
+        return list(self.head(self.backbone(torch.cat(views[2:])), freeze).chunk(len(views) - 2))
+
     @torch.no_grad()
     def update_center(self, teacher_out: torch.Tensor) -> None:
         """center <- m * center + (1 - m) * mean teacher output over the global batch."""
-        batch_center = all_reduce_mean(teacher_out.float().mean(0, keepdim=True))
-        self.center.mul_(self.cfg.center_momentum).add_(
-            batch_center, alpha=1 - self.cfg.center_momentum
-        )
+        ema_center(self.center, teacher_out.float().mean(0, keepdim=True), self.cfg.center_momentum)
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.teacher_backbone, self.backbone), (self.teacher_head, self.head)]
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         c = self.cfg
-        ema_update(
-            self.teacher_backbone, self.backbone, cosine_momentum(c.ema_momentum, step, total_steps)
-        )
-        ema_update(self.teacher_head, self.head, cosine_momentum(c.ema_momentum, step, total_steps))
-        warm = c.teacher_temp_warmup_frac * total_steps
-        frac = min(1.0, step / warm) if warm > 0 else 1.0
+        m = cosine_momentum(c.ema_momentum, step, total_steps)
+        for teacher, student in self.ema_pairs():
+            ema_update(teacher, student, m)
         self.teacher_temp.fill_(
-            c.warmup_teacher_temp + frac * (c.teacher_temp - c.warmup_teacher_temp)
+            self.warmup(step, total_steps, c.warmup_teacher_temp, c.teacher_temp)
         )
         self.freeze_last.fill_(step < c.freeze_last_layer_frac * total_steps)
+
+    def warmup(self, step: int, total_steps: int, start: float, end: float) -> float:
+        """Linear from `start` to `end` over the first teacher_temp_warmup_frac of the run."""
+        warm = self.cfg.teacher_temp_warmup_frac * total_steps
+        return start + (min(1.0, step / warm) if warm > 0 else 1.0) * (end - start)
+
+    # ---- the optimiser side of the DINO recipe (main_dino.py), called by the trainer --------
+    def on_step_start(self, step: int, total_steps: int, optimizer) -> None:
+        """Learning rate: linear warm-up over warmup_frac of the run (10 of 100 epochs), then
+        cosine; weight decay of the decayed group: cosine from its base (0.04) to
+        weight_decay_end (0.4). Both as DINO's cosine_scheduler, per step."""
+        c = self.cfg
+        warm = int(c.warmup_frac * total_steps)
+        for g in optimizer.param_groups:
+            if "peak_lr" in g:
+                g["lr"] = lr_at(step, total_steps, warm, g["peak_lr"], g.get("min_lr_ratio", 0.0))
+            base = g.get("base_weight_decay", g["weight_decay"])
+            if base > 0:
+                g["weight_decay"] = cosine_schedule(base, c.weight_decay_end, step, total_steps)
+
+    def clip_gradients(self, max_norm: float) -> None:
+        """DINO's utils.clip_gradients: each parameter's gradient clipped to norm max_norm on
+        its own (not the global norm)."""
+        clip_per_parameter(self.parameters(), max_norm)
 
 
 register_method(
@@ -164,7 +215,7 @@ register_method(
         name="dino",
         description="DINO: self-distillation with an EMA teacher, centering, sharpening and multi-crop",
         config_cls=DINOConfig,
-        build=lambda cfg, m: DINO(build_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m),
+        build=DINO.build,
         family="distillation",
         defaults={
             "backbone": "vit_tiny",

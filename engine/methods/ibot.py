@@ -22,14 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine import augment
-from engine.backbones import build_backbone, is_vit
-from engine.distributed import all_reduce_mean
+from engine.backbones import is_vit
 from engine.errors import UserError
 from engine.losses import dino_loss
 from engine.masking import attention_masks, block_masks, cls_attention, tokens_and_attention
-from engine.methods.base import Method, cosine_momentum, ema_update, frozen_copy
-from engine.methods.dino import DINOConfig, DINOHead, default_local_size
+from engine.methods.base import ema_center, frozen_copy
+from engine.methods.dino import DINO, DINOConfig, DINOHead
 from engine.registry import MethodSpec, register_method
 
 
@@ -74,11 +72,14 @@ class IBOTConfig(DINOConfig):
             "help": "AttMask-Hint: hints are drawn among this top fraction of attended patches"
         },
     )
+    # iBOT ViT-S/16 recipe: crops (0.25, 1) and (0.05, 0.25), 10 local crops, free last layer
     global_scale_min: float = field(
-        default=0.25, metadata={"help": "global crop scale lower bound (iBOT ViT-S: 0.25)"}
+        default=0.25, metadata={"help": "global crop scale lower bound"}
     )
-    local_scale_max: float = field(
-        default=0.25, metadata={"help": "local crop scale upper bound (iBOT ViT-S: 0.25)"}
+    local_scale_max: float = field(default=0.25, metadata={"help": "local crop scale upper bound"})
+    n_local: int = field(default=10, metadata={"help": "local crops per image (iBOT ViT-S: 10)"})
+    norm_last_layer: bool = field(
+        default=False, metadata={"help": "fix the last layer's weight-norm gain (iBOT ViT-S: no)"}
     )
 
 
@@ -103,40 +104,27 @@ def ibot_patch_loss(
     return total / len(student)
 
 
-class IBOT(Method):
-    eval_backbone_prefix = "teacher_backbone."  # as DINO, the teacher is evaluated
-    ddp_find_unused = True
+class IBOT(DINO):
+    """DINO (the [CLS] part, schedules, optimiser hooks) plus the masked patch distillation."""
+
+    backbone_kwargs = {"mask_token": True, "drop_path": 0.1}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: IBOTConfig):
-        super().__init__()
         if not is_vit(backbone):
             raise UserError(
                 f"iBOT needs a ViT backbone (vit_tiny, vit_small, ...), not {backbone.arch.get('name')}"
             )
-        self.backbone, self.cfg = backbone, cfg
+        super().__init__(backbone, image_size, cfg)
         d = backbone.embed_dim
-        self.head = DINOHead(
-            d, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.norm_last_layer
-        )
-        self.patch_head = (
-            None
-            if cfg.shared_head
-            else DINOHead(
+        self.patch_head = None
+        if not cfg.shared_head:
+            self.patch_head = DINOHead(
                 d, cfg.patch_out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.norm_last_layer
             )
-        )
-        self.teacher_backbone, self.teacher_head = frozen_copy(backbone), frozen_copy(self.head)
         self.teacher_patch_head = None if cfg.shared_head else frozen_copy(self.patch_head)
         patch_dim = cfg.out_dim if cfg.shared_head else cfg.patch_out_dim
-        local = cfg.local_size or default_local_size(image_size, backbone.patch_size)
-        self.specs = augment.dino_views(
-            image_size, local, cfg.n_local, (cfg.global_scale_min, 1.0), (0.05, cfg.local_scale_max)
-        )
-        self.register_buffer("center", torch.zeros(1, cfg.out_dim))
         self.register_buffer("center_patch", torch.zeros(1, 1, patch_dim))
-        self.register_buffer("teacher_temp", torch.tensor(cfg.warmup_teacher_temp))
         self.register_buffer("teacher_patch_temp", torch.tensor(cfg.warmup_teacher_patch_temp))
-        self.register_buffer("freeze_last", torch.tensor(cfg.freeze_last_layer_frac > 0))
 
     def heads(
         self, tokens: torch.Tensor, teacher: bool, freeze: bool = False
@@ -149,33 +137,37 @@ class IBOT(Method):
             return out[:, 0], out[:, 1:]
         return head(tokens[:, 0], freeze), patch_head(tokens[:, 1:], freeze)
 
-    def global_rows(self, t: torch.Tensor, b: int) -> torch.Tensor:
-        """Rows of this process from a tensor drawn for both global crops of the global batch."""
-        total = t.shape[0] // 2
-        o = self._offset
-        return torch.cat([t[o : o + b], t[total + o : total + o + b]])
-
     def masks(self, glob: torch.Tensor, attn: torch.Tensor | None) -> torch.Tensor:
         """bool [2B, N] for the two global crops, drawn for the global batch (DDP = 1 process)."""
         c, p = self.cfg, self.backbone.patch_size
-        b2, gh, gw = glob.shape[0], glob.shape[-2] // p, glob.shape[-1] // p
-        total2 = 2 * (self._global_batch or b2 // 2)
-        g = self.step_generator(torch.device("cpu"), salt=303)
+        b, gh, gw = glob.shape[0] // 2, glob.shape[-2] // p, glob.shape[-1] // p
+
+        def per_image(t: torch.Tensor, total: int) -> torch.Tensor:  # [2T, ...] -> [T, 2, ...]
+            return t.view(2, total, *t.shape[1:]).transpose(0, 1)
+
+        def draw(total: int, g: torch.Generator):
+            if attn is None:
+                m = block_masks(2 * total, gh, gw, c.pred_ratio, g, c.pred_ratio_var, c.mask_prob)
+                return per_image(m, total)
+            # AttMask: one ratio per batch, each crop masked with probability mask_prob.
+            ratio = c.pred_ratio + c.pred_ratio_var * (2 * torch.rand((), generator=g) - 1)
+            use = torch.rand(2 * total, generator=g) < c.mask_prob
+            noise = torch.rand(2 * total, gh * gw, generator=g)
+            return ratio, per_image(use, total), per_image(noise, total)
+
+        def crops(t: torch.Tensor) -> torch.Tensor:  # [B, 2, ...] -> [2B, ...], crop-major
+            return t.transpose(0, 1).flatten(0, 1).to(glob.device)
+
         if attn is None:
-            m = block_masks(total2, gh, gw, c.pred_ratio, g, c.pred_ratio_var, c.mask_prob)
-            return self.global_rows(m, b2 // 2).to(glob.device)
-        # AttMask: one ratio per batch, each crop masked with probability mask_prob.
-        ratio = c.pred_ratio + c.pred_ratio_var * (2 * float(torch.rand(1, generator=g)) - 1)
-        use = self.global_rows(torch.rand(total2, generator=g) < c.mask_prob, b2 // 2)
-        noise = self.global_rows(torch.rand(total2, gh * gw, generator=g), b2 // 2)
-        m = attention_masks(
-            attn, ratio, c.masking.removeprefix("attmask_"), c.hint_max, noise=noise.to(attn.device)
-        )
-        return m & use[:, None].to(m.device)
+            return crops(self.draw_global(draw, b, salt=303))
+        ratio, use, noise = self.draw_global(draw, b, salt=303)
+        mode = c.masking.removeprefix("attmask_")
+        m = attention_masks(attn, float(ratio), mode, c.hint_max, noise=crops(noise))
+        return m & crops(use)[:, None]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c = self.cfg
-        views = self.make_views(batch["image"], self.specs)
+        views = self.make_views(batch, self.specs)
         glob = torch.cat(views[:2])
         freeze = bool(self.freeze_last)
         with torch.no_grad():
@@ -189,11 +181,7 @@ class IBOT(Method):
         s_cls, s_patch = self.heads(
             self.backbone.forward_tokens(glob, mask=masks), teacher=False, freeze=freeze
         )
-        student_cls = list(s_cls.chunk(2))
-        if len(views) > 2:
-            student_cls += self.head(self.backbone(torch.cat(views[2:])), freeze).chunk(
-                len(views) - 2
-            )
+        student_cls = list(s_cls.chunk(2)) + self.local_outputs(views, freeze)
         loss_cls = dino_loss(
             student_cls, list(t_cls.chunk(2)), self.center, c.student_temp, float(self.teacher_temp)
         )
@@ -216,32 +204,22 @@ class IBOT(Method):
 
     @torch.no_grad()
     def update_centers(self, t_cls: torch.Tensor, t_patch: torch.Tensor) -> None:
-        c = self.cfg
-        self.center.mul_(c.center_momentum).add_(
-            all_reduce_mean(t_cls.float().mean(0, keepdim=True)), alpha=1 - c.center_momentum
-        )
-        patch_mean = all_reduce_mean(t_patch.float().mean(1).mean(0, keepdim=True)).unsqueeze(1)
-        self.center_patch.mul_(c.center_momentum_patch).add_(
-            patch_mean, alpha=1 - c.center_momentum_patch
-        )
+        self.update_center(t_cls)
+        patch_mean = t_patch.float().mean(1).mean(0, keepdim=True).unsqueeze(1)
+        ema_center(self.center_patch, patch_mean, self.cfg.center_momentum_patch)
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        pairs = super().ema_pairs()
+        if self.patch_head is not None:
+            pairs.append((self.teacher_patch_head, self.patch_head))
+        return pairs
 
     def on_step_end(self, step: int, total_steps: int) -> None:
+        super().on_step_end(step, total_steps)
         c = self.cfg
-        m = cosine_momentum(c.ema_momentum, step, total_steps)
-        ema_update(self.teacher_backbone, self.backbone, m)
-        ema_update(self.teacher_head, self.head, m)
-        if self.patch_head is not None:
-            ema_update(self.teacher_patch_head, self.patch_head, m)
-        warm = c.teacher_temp_warmup_frac * total_steps
-        frac = min(1.0, step / warm) if warm > 0 else 1.0
-        self.teacher_temp.fill_(
-            c.warmup_teacher_temp + frac * (c.teacher_temp - c.warmup_teacher_temp)
-        )
         self.teacher_patch_temp.fill_(
-            c.warmup_teacher_patch_temp
-            + frac * (c.teacher_patch_temp - c.warmup_teacher_patch_temp)
+            self.warmup(step, total_steps, c.warmup_teacher_patch_temp, c.teacher_patch_temp)
         )
-        self.freeze_last.fill_(step < c.freeze_last_layer_frac * total_steps)
 
 
 register_method(
@@ -249,7 +227,7 @@ register_method(
         name="ibot",
         description="iBOT: DINO [CLS] distillation + masked patch-token distillation from an EMA teacher (ViT)",
         config_cls=IBOTConfig,
-        build=lambda cfg, m: IBOT(build_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m),
+        build=IBOT.build,
         family="masked",
         defaults={
             "backbone": "vit_tiny",

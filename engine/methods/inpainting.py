@@ -30,7 +30,6 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from engine import augment
-from engine.backbones import build_backbone
 from engine.errors import UserError
 from engine.methods.base import Method
 from engine.methods.tiles import batch_rand
@@ -180,14 +179,7 @@ class Inpainting(Method):
         self.decoder = Decoder(backbone.embed_dim, image_size // stride, stride, cfg.decoder_dim)
         self.overlap = max(1, round(image_size * cfg.overlap_frac)) if cfg.overlap_frac > 0 else 0
         self.disc = discriminator(image_size) if cfg.adversarial else None
-        self.spec = augment.ViewSpec(
-            size=image_size,
-            scale=(cfg.crop_min_scale, 1.0),
-            jitter_p=0.0,
-            gray_p=0.0,
-            blur_p=0.0,
-            normalize=False,
-        )
+        self.spec = augment.crop_view(image_size, cfg.crop_min_scale, normalize=False)
 
     def holes(self, b: int, device: torch.device) -> Tensor:
         if self.cfg.mask == "center":
@@ -202,7 +194,7 @@ class Inpainting(Method):
         return self.decoder(self.backbone.forward_dense(inp))
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        (x,) = self.make_views(batch["image"], [self.spec])
+        (x,) = self.make_views(batch, [self.spec])
         hole = self.holes(x.shape[0], x.device)
         target = x * 2 - 1
         pred = self.reconstruct(x, hole)
@@ -236,9 +228,7 @@ register_method(
         name="inpainting",
         description="Context encoder: reconstruct a masked centre or random blocks from the context (L2, optional GAN)",
         config_cls=InpaintingConfig,
-        build=lambda cfg, m: Inpainting(
-            build_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m
-        ),
+        build=Inpainting.build,
         family="pretext",
         defaults={"backbone": "resnet18", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4},
     )

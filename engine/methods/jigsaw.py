@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine import augment
-from engine.backbones import build_backbone
 from engine.errors import UserError
 from engine.heads import mlp
 from engine.methods.base import Method
@@ -133,13 +132,8 @@ class Jigsaw(Method):
             nn.ReLU(inplace=True),
         )
         self.head = mlp(9 * cfg.tile_dim, cfg.head_hidden_dim, cfg.num_permutations, layers=2)
-        self.spec = augment.ViewSpec(
-            size=3 * self.cell,
-            scale=(cfg.crop_min_scale, 1.0),
-            jitter_p=0.0,
-            gray_p=cfg.gray_p,
-            blur_p=0.0,
-            normalize=False,
+        self.spec = augment.crop_view(
+            3 * self.cell, cfg.crop_min_scale, normalize=False, gray_p=cfg.gray_p
         )
 
     def tile_corners(self, b: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -165,7 +159,7 @@ class Jigsaw(Method):
         return normalize_patches(crop_patches(x, y0, x0, self.tile))
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        (x,) = self.make_views(batch["image"], [self.spec])
+        (x,) = self.make_views(batch, [self.spec])
         b = x.shape[0]
         labels = batch_randint(self, b, self.cfg.num_permutations, device=x.device, salt=201)
         shuffled = shuffle_tiles(self.tiles(x), self.permutations[labels])
@@ -182,9 +176,7 @@ register_method(
         name="jigsaw",
         description="Jigsaw: reorder 3x3 shuffled tiles by classifying the permutation (max-Hamming set)",
         config_cls=JigsawConfig,
-        build=lambda cfg, m: Jigsaw(
-            build_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m
-        ),
+        build=Jigsaw.build,
         family="pretext",
         defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
     )

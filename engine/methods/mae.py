@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from engine.augment import ViewSpec
-from engine.backbones import build_backbone, is_vit
-from engine.backbones.vit import Block
+from engine import augment
+from engine.backbones import is_vit
+from engine.backbones.vit import Block, sincos_pos_embed
 from engine.errors import UserError
 from engine.masking import (
     KeepMask,
@@ -62,25 +62,10 @@ class MAEConfig:
     )
 
 
-def sincos_pos_embed(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
-    """Fixed 2-D sine-cosine position embedding [1, 1 + h*w, dim] (zeros for [CLS]), as MAE's decoder."""
-    if dim % 4:
-        raise UserError(f"MAE decoder_dim must be a multiple of 4, got {dim}")
-    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
-    ys, xs = torch.meshgrid(
-        torch.arange(grid_h, dtype=torch.float64),
-        torch.arange(grid_w, dtype=torch.float64),
-        indexing="ij",
-    )
-    parts = []
-    for pos in (ys.flatten(), xs.flatten()):
-        out = pos[:, None] * omega[None]
-        parts += [torch.sin(out), torch.cos(out)]
-    emb = torch.cat(parts, dim=1).float()
-    return torch.cat([torch.zeros(1, dim), emb])[None]
-
-
 class MAE(Method):
+    backbone_kwargs = {"pos_embed": "sincos", "init": "mae"}  # fixed sin-cos, xavier Linear
+    adam_betas = (0.9, 0.95)  # MAE's AdamW (the other methods use the default 0.999)
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: MAEConfig):
         super().__init__()
         if not is_vit(backbone):
@@ -92,6 +77,8 @@ class MAE(Method):
         grid = image_size // p
         self.decoder_embed = nn.Linear(d, dd)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
+        if dd % 4:
+            raise UserError(f"MAE decoder_dim must be a multiple of 4, got {dd}")
         self.register_buffer(
             "decoder_pos_embed", sincos_pos_embed(dd, grid, grid), persistent=False
         )
@@ -103,21 +90,18 @@ class MAE(Method):
         nn.init.normal_(self.mask_token, std=0.02)
         for m in [self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred]:
             m.apply(_init)
-        self.spec = ViewSpec(
-            size=image_size, scale=(cfg.crop_scale_min, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=0.0
-        )
+        self.spec = augment.crop_view(image_size, cfg.crop_scale_min)
 
     # ---- masking -------------------------------------------------------------------------
     def choose_mask(self, x: torch.Tensor) -> KeepMask:
         b, n = x.shape[0], self.backbone.num_patches(x.shape[-2], x.shape[-1])
         if self.cfg.masking == "random":
-            total = self._global_batch or b  # draw for the global batch: DDP equals one process
-            g = self.step_generator(x.device, salt=101)
-            km = random_masking(total, n, self.cfg.mask_ratio, x.device, generator=g)
-            if total != b:
-                sl = slice(self._offset, self._offset + b)
-                km = KeepMask(km.ids_keep[sl], km.ids_restore[sl], km.mask[sl])
-            return km
+            return self.draw_global(
+                lambda total, g: random_masking(total, n, self.cfg.mask_ratio, x.device, g),
+                b,
+                salt=101,
+                device=x.device,
+            )
         with torch.no_grad():
             attn = cls_attention(self.backbone.get_last_selfattention(x))
         scores = attn if self.cfg.masking == "attmask_high" else -attn  # lowest scores stay visible
@@ -156,7 +140,7 @@ class MAE(Method):
         return pred
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        (x,) = self.make_views(batch["image"], [self.spec])
+        (x,) = self.make_views(batch, [self.spec])
         km = self.choose_mask(x)
         pred = self.forward_decoder(self.forward_encoder(x, km), km.ids_restore)
         return {"loss": self.forward_loss(x, pred, km.mask)}
@@ -177,7 +161,7 @@ register_method(
         name="mae",
         description="MAE: reconstruct normalised pixels of 75% masked patches from the visible ones (ViT)",
         config_cls=MAEConfig,
-        build=lambda cfg, m: MAE(build_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m),
+        build=MAE.build,
         family="masked",
         defaults={
             "backbone": "vit_tiny",

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from engine.augment import ViewSpec
-from engine.backbones import build_backbone, is_vit
+from engine import augment
+from engine.backbones import is_vit
 from engine.errors import UserError
 from engine.hog import auto_cell, hog_patch_targets
 from engine.masking import block_masks, masked_mean
@@ -44,6 +44,8 @@ class MaskFeatConfig:
 
 
 class MaskFeat(Method):
+    backbone_kwargs = {"mask_token": True}
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: MaskFeatConfig):
         super().__init__()
         if not is_vit(backbone):
@@ -57,25 +59,17 @@ class MaskFeat(Method):
         self.head = nn.Linear(backbone.embed_dim, self.target_dim)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
-        self.spec = ViewSpec(
-            size=image_size, scale=(cfg.crop_scale_min, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=0.0
-        )
+        self.spec = augment.crop_view(image_size, cfg.crop_scale_min)
 
     def masks(self, x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
         gh, gw = x.shape[-2] // self.backbone.patch_size, x.shape[-1] // self.backbone.patch_size
-        total = self._global_batch or b  # drawn for the global batch, so DDP equals one process
-        m = block_masks(
-            total,
-            gh,
-            gw,
-            self.cfg.mask_ratio,
-            generator=self.step_generator(torch.device("cpu"), salt=202),
+        m = self.draw_global(
+            lambda total, g: block_masks(total, gh, gw, self.cfg.mask_ratio, g), x.shape[0], 202
         )
-        return m[self._offset : self._offset + b].to(x.device)
+        return m.to(x.device)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        (x,) = self.make_views(batch["image"], [self.spec])
+        (x,) = self.make_views(batch, [self.spec])
         mask = self.masks(x)
         with torch.no_grad():
             target = hog_patch_targets(x, self.backbone.patch_size, self.cell, self.cfg.hog_bins)
@@ -90,9 +84,7 @@ register_method(
         name="maskfeat",
         description="MaskFeat: predict HOG features of block-masked patches with a [MASK] token (ViT)",
         config_cls=MaskFeatConfig,
-        build=lambda cfg, m: MaskFeat(
-            build_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m
-        ),
+        build=MaskFeat.build,
         family="masked",
         defaults={
             "backbone": "vit_tiny",

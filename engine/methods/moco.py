@@ -6,10 +6,13 @@ side, a symmetric loss, a cosine momentum schedule and a ViT whose patch project
 its random initialisation (the paper's stability trick).
 
 Shuffling BN (v2): MoCo shuffles the key batch across GPUs so that query and key of an image see
-different BN statistics. Here `shuffle_bn_splits = S > 1` does the single-process equivalent:
-both encoders compute BN statistics over S sub-batches and the key sub-batches are a random
-permutation of the query ones. Off by default (one BN over the whole batch, as lightly and
-solo-learn do): under DDP the trainer's global BN spans all processes anyway.
+different BN statistics (its _batch_shuffle_ddp). Under DDP this is done as in MoCo: the key
+views of the global batch are gathered and permuted, each process encodes its slice of the
+permutation with BN statistics of its own slice only (the key encoder's BN stays per-process,
+while the trainer makes the query encoder's global), and the keys are gathered and unshuffled.
+On one process `shuffle_bn_splits = S > 1` (default 2) is the equivalent: both encoders compute
+BN statistics over S sub-batches and the key sub-batches are a random permutation of the query
+ones; 0/1 turns it off.
 """
 
 from __future__ import annotations
@@ -21,12 +24,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine import augment
-from engine.backbones import build_backbone, is_vit
-from engine.distributed import gather_no_grad
+from engine.backbones import is_vit
+from engine.distributed import gather_no_grad, rank, world_size
 from engine.heads import mlp
 from engine.losses import info_nce
-from engine.methods.base import Method, cosine_momentum, ema_update, frozen_copy
+from engine.methods.base import (
+    Method,
+    cosine_momentum,
+    ema_update,
+    frozen_copy,
+    online_and_target,
+)
 from engine.registry import MethodSpec, register_method
+from engine.sync_bn import local_bn
 
 
 @dataclass
@@ -43,7 +53,8 @@ class MoCoV2Config:
     )
     proj_dim: int = field(default=128, metadata={"help": "key/query dimension"})
     shuffle_bn_splits: int = field(
-        default=0, metadata={"help": "BN sub-batches with shuffled keys (0/1 = off)"}
+        default=2,
+        metadata={"help": "one process: BN sub-batches with shuffled keys (0/1 = off; DDP: ranks)"},
     )
 
 
@@ -68,21 +79,35 @@ class MoCoV2(Method):
         self.key_encoder = frozen_copy(nn.Sequential(backbone, self.projector))
         self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_size, cfg.proj_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-        self.specs = augment.simclr_views(image_size)  # MoCo v2's recipe = SimCLR's views
+        self.specs = augment.mocov2_views(image_size)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x_q, x_k = self.make_views(batch["image"], self.specs)
-        s = self.cfg.shuffle_bn_splits
+        x_q, x_k = self.make_views(batch, self.specs)
+        s = 0 if world_size() > 1 else self.cfg.shuffle_bn_splits
         q = split_forward(lambda x: self.projector(self.backbone(x)), x_q, s)
         with torch.no_grad():
-            perm = None
-            if s > 1:
-                g = self.step_generator(x_k.device, salt=99)
-                perm = torch.randperm(x_k.shape[0], generator=g, device=x_k.device)
-            k = F.normalize(split_forward(self.key_encoder, x_k, s, perm), dim=1)
+            k = F.normalize(self.keys(x_k, s), dim=1)
         loss = info_nce(q, k, self.queue, self.cfg.temperature)
         self.enqueue(k)
         return {"loss": loss}
+
+    def keys(self, x_k: torch.Tensor, splits: int) -> torch.Tensor:
+        """Key encoder outputs with shuffled BN: across processes under DDP (MoCo's
+        _batch_shuffle_ddp / _batch_unshuffle_ddp), else over `splits` sub-batches."""
+        world = world_size()
+        if world == 1 and splits <= 1:
+            return self.key_encoder(x_k)
+        total = x_k.shape[0] * world
+        g = self.step_generator(x_k.device, salt=99)
+        perm = torch.randperm(total, generator=g, device=x_k.device)  # the same on every rank
+        if world == 1:
+            return split_forward(self.key_encoder, x_k, splits, perm)
+        local_bn(self.key_encoder)
+        mine = perm.view(world, -1)[rank()]
+        k_shuffled = gather_no_grad(self.key_encoder(gather_no_grad(x_k)[mine]))
+        k = torch.empty_like(k_shuffled)
+        k[perm] = k_shuffled  # unshuffle
+        return k[rank() * x_k.shape[0] : (rank() + 1) * x_k.shape[0]]
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
@@ -103,7 +128,7 @@ class MoCoV2(Method):
 @dataclass
 class MoCoV3Config:
     temperature: float = field(
-        default=0.2, metadata={"help": "temperature (paper: 0.2 for ViT; 1.0 for ResNet)"}
+        default=0.0, metadata={"help": "temperature (0 = the paper's: 0.2 for ViT, 1.0 for ResNet)"}
     )
     ema_momentum: float = field(
         default=0.99, metadata={"help": "base momentum, cosine schedule to 1 (paper 0.99)"}
@@ -122,13 +147,16 @@ class MoCoV3Config:
 
 
 class MoCoV3(Method):
+    # ViT: fixed 2-D sin-cos position embedding and the reference code's initialisation
+    backbone_kwargs = {"pos_embed": "sincos_rows", "init": "mocov3"}
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: MoCoV3Config):
         super().__init__()
         self.backbone, self.cfg = backbone, cfg
         vit = is_vit(backbone)
-        self.ddp_find_unused = vit  # the ViT's mask token takes no part here
         if cfg.freeze_patch_embed and vit:
             backbone.patch_embed.requires_grad_(False)
+        self.temperature = cfg.temperature or (0.2 if vit else 1.0)
         # MLPs with BN in every layer and an affine-free BN at the end of the projector; as in
         # the reference code, ViT gets a 3-layer projector and a predictor ending in BN too,
         # ResNet a 2-layer projector and a predictor without the last BN.
@@ -139,13 +167,11 @@ class MoCoV3(Method):
         self.specs = augment.byol_views(image_size)  # MoCo v3 uses BYOL's asymmetric recipe
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x1, x2 = self.make_views(batch["image"], self.specs)
-        q1, q2 = (self.predictor(self.projector(self.backbone(x))) for x in (x1, x2))
-        with torch.no_grad():
-            k1, k2 = self.momentum_encoder(x1), self.momentum_encoder(x2)
-        t = self.cfg.temperature
-        loss = 2 * t * (info_nce(q1, k2, None, t) + info_nce(q2, k1, None, t))
-        return {"loss": loss}
+        (q1, q2), (k1, k2) = online_and_target(
+            self, self.make_views(batch, self.specs), self.momentum_encoder
+        )
+        t = self.temperature
+        return {"loss": 2 * t * (info_nce(q1, k2, None, t) + info_nce(q2, k1, None, t))}
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         m = cosine_momentum(self.cfg.ema_momentum, step, total_steps)
@@ -157,9 +183,7 @@ register_method(
         name="moco_v2",
         description="MoCo v2: query vs momentum-encoder key, with a queue of past keys as negatives",
         config_cls=MoCoV2Config,
-        build=lambda cfg, m: MoCoV2(
-            build_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m
-        ),
+        build=MoCoV2.build,
         family="contrastive",
         defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.06, "weight_decay": 5e-4},
     )
@@ -169,9 +193,7 @@ register_method(
         name="moco_v3",
         description="MoCo v3: ViT with predictor and momentum encoder, symmetric in-batch contrastive loss",
         config_cls=MoCoV3Config,
-        build=lambda cfg, m: MoCoV3(
-            build_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m
-        ),
+        build=MoCoV3.build,
         family="contrastive",
         defaults={"backbone": "vit_tiny", "optimizer": "adamw", "lr": 1.5e-4, "weight_decay": 0.1},
     )

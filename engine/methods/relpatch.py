@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine import augment
-from engine.backbones import build_backbone
 from engine.errors import UserError
 from engine.heads import mlp
 from engine.methods.base import Method
@@ -103,14 +102,7 @@ class RelPatch(Method):
         self.backbone, self.cfg, self.image_size = backbone, cfg, image_size
         self.layout = patch_layout(image_size, cfg.gap_ratio, cfg.jitter_ratio)
         self.head = mlp(2 * backbone.embed_dim, cfg.head_hidden_dim, 8, layers=2)
-        self.spec = augment.ViewSpec(
-            size=image_size,
-            scale=(cfg.crop_min_scale, 1.0),
-            jitter_p=0.0,
-            gray_p=0.0,
-            blur_p=0.0,
-            normalize=False,
-        )
+        self.spec = augment.crop_view(image_size, cfg.crop_min_scale, normalize=False)
 
     def patches(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Normalised (and colour-dropped) patches [B, 1+k, 3, p, p] and labels [B, k]."""
@@ -124,7 +116,7 @@ class RelPatch(Method):
         return p, labels
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        (x,) = self.make_views(batch["image"], [self.spec])
+        (x,) = self.make_views(batch, [self.spec])
         p, labels = self.patches(x)
         b, n = p.shape[:2]
         f = self.backbone(p.flatten(0, 1)).view(b, n, -1)
@@ -141,9 +133,7 @@ register_method(
         name="relpatch",
         description="Relative patch position: classify where a neighbour patch lies around a centre patch (8-way)",
         config_cls=RelPatchConfig,
-        build=lambda cfg, m: RelPatch(
-            build_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m
-        ),
+        build=RelPatch.build,
         family="pretext",
         defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
     )

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine import augment
-from engine.backbones import build_backbone
 from engine.heads import mlp
 from engine.methods.base import Method
 from engine.registry import MethodSpec, register_method
@@ -54,12 +53,10 @@ class Rotation(Method):
         self.head = (
             mlp(d, cfg.head_hidden_dim, 4, layers=2) if cfg.head_hidden_dim else nn.Linear(d, 4)
         )
-        self.spec = augment.ViewSpec(
-            size=image_size, scale=(cfg.crop_min_scale, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=0.0
-        )
+        self.spec = augment.crop_view(image_size, cfg.crop_min_scale)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        (x,) = self.make_views(batch["image"], [self.spec])
+        (x,) = self.make_views(batch, [self.spec])
         x, labels = rotate_all(x)
         logits = self.head(self.backbone(x))
         loss = F.cross_entropy(logits, labels)
@@ -71,9 +68,7 @@ register_method(
         name="rotation",
         description="RotNet: classify the 0/90/180/270-degree rotation of each image (all four per image)",
         config_cls=RotationConfig,
-        build=lambda cfg, m: Rotation(
-            build_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m
-        ),
+        build=Rotation.build,
         family="pretext",
         defaults={
             "backbone": "resnet18",

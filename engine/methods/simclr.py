@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import torch
 
 from engine import augment
-from engine.backbones import build_backbone
 from engine.heads import mlp
 from engine.losses import nt_xent
 from engine.methods.base import Method
@@ -31,7 +30,7 @@ class SimCLR(Method):
         self.specs = augment.simclr_views(image_size)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        v1, v2 = self.make_views(batch["image"], self.specs)
+        v1, v2 = self.make_views(batch, self.specs)
         z = self.projector(self.backbone(torch.cat([v1, v2])))
         z1, z2 = z.chunk(2)
         return {"loss": nt_xent(z1, z2, self.cfg.temperature)}
@@ -42,9 +41,7 @@ register_method(
         name="simclr",
         description="SimCLR: contrast two augmented views against all others in the batch (NT-Xent)",
         config_cls=SimCLRConfig,
-        build=lambda cfg, m: SimCLR(
-            build_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m
-        ),
+        build=SimCLR.build,
         family="contrastive",
         defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.06, "weight_decay": 5e-4},
     )

@@ -23,12 +23,10 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine import augment
 from engine.backbones import SplitBrainBackbone, build_backbone
-from engine.color import ABQuantizer, LQuantizer, rgb_to_lab, soft_cross_entropy
+from engine.color import LQuantizer, rgb_to_lab, soft_cross_entropy
 from engine.errors import UserError
-from engine.methods.base import Method
-from engine.methods.colorization import ColorPrior, DenseHead
+from engine.methods.colorization import ColorTargetMethod, DenseHead
 from engine.registry import MethodSpec, register_method
 
 
@@ -63,44 +61,23 @@ def splitbrain_backbone(name: str, image_size: int) -> SplitBrainBackbone:
     return build_backbone(name, image_size)
 
 
-class SplitBrain(Method):
+class SplitBrain(ColorTargetMethod):
     def __init__(self, backbone: SplitBrainBackbone, image_size: int, cfg: SplitBrainConfig):
-        super().__init__()
-        self.backbone, self.cfg, self.image_size = backbone, cfg, image_size
-        self.ab_quantizer, self.l_quantizer = ABQuantizer(cfg.grid), LQuantizer(cfg.l_bins)
-        q = self.ab_quantizer.num_bins
-        self.l_to_ab = DenseHead(backbone.l_net.out_dim, q, cfg.head_dim)
+        super().__init__(backbone, image_size, cfg)
+        self.l_quantizer = LQuantizer(cfg.l_bins)
+        self.l_to_ab = DenseHead(backbone.l_net.out_dim, self.quantizer.num_bins, cfg.head_dim)
         self.ab_to_l = DenseHead(backbone.ab_net.out_dim, cfg.l_bins, cfg.head_dim)
-        self.prior = ColorPrior(self.ab_quantizer, cfg.rebalance_lambda)
-        self.spec = augment.ViewSpec(
-            size=image_size,
-            scale=(cfg.crop_min_scale, 1.0),
-            jitter_p=0.0,
-            gray_p=0.0,
-            blur_p=0.0,
-            normalize=False,
-        )
 
-    @property
-    def grid_hw(self) -> tuple[int, int]:
-        g = max(1, self.image_size // self.cfg.pred_stride)
-        return g, g
-
-    def on_epoch_start(self, epoch: int, trainer) -> None:
-        if self.cfg.rebalance and not self.prior.ready:
-            self.prior.fit(
-                trainer.feature_loader(batch_size=256),
-                self.image_size,
-                self.grid_hw,
-                self.cfg.prior_images,
-            )
+    @classmethod
+    def build(cls, cfg, m: SplitBrainConfig) -> SplitBrain:
+        return cls(splitbrain_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        (x,) = self.make_views(batch["image"], [self.spec])
+        (x,) = self.make_views(batch, [self.spec])
         f_l, f_ab = self.backbone.halves(x)
         lab = F.adaptive_avg_pool2d(rgb_to_lab(x), self.grid_hw)
         ab, L = lab[:, 1:], lab[:, :1]
-        idx, w = self.ab_quantizer.soft_encode(ab)
+        idx, w = self.quantizer.soft_encode(ab)
         pixel_w = self.prior.pixel_weights(ab) if self.cfg.rebalance else None
         loss_ab = soft_cross_entropy(self.l_to_ab(f_l, self.grid_hw), idx, w, pixel_w)
         loss_l = F.cross_entropy(
@@ -114,9 +91,7 @@ register_method(
         name="splitbrain",
         description="Split-brain autoencoder: L predicts ab and ab predicts L in two half networks, features concatenated",
         config_cls=SplitBrainConfig,
-        build=lambda cfg, m: SplitBrain(
-            splitbrain_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m
-        ),
+        build=SplitBrain.build,
         family="pretext",
         defaults={"backbone": "resnet18", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4},
     )

@@ -3,13 +3,12 @@ image, and every image of the same class is a positive (L_out, the paper's bette
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from engine import augment
-from engine.backbones import build_backbone
 from engine.distributed import all_reduce_mean
 from engine.errors import UserError
 from engine.heads import mlp
@@ -34,8 +33,14 @@ class SupCon(Method):
         self.backbone, self.cfg, self.data = backbone, cfg, data
         d = backbone.embed_dim
         self.projector = mlp(d, cfg.proj_hidden_dim or d, cfg.proj_dim, layers=2, bn=False)
-        # SimCLR's views with the reference code's crop scale (0.2, 1).
-        self.specs = [replace(s, scale=(0.2, 1.0)) for s in augment.simclr_views(image_size)]
+        # the reference code's views: crop (0.2, 1), jitter 0.4/0.4/0.4/0.1, gray, no blur
+        self.specs = augment.mocov2_views(image_size, blur=False)
+
+    @classmethod
+    def build(cls, cfg, m: SupConConfig) -> SupCon:
+        method = super().build(cfg, m)
+        method.data = cfg.data  # named in the error about unlabelled images
+        return method
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         labels = batch["label"]
@@ -44,7 +49,7 @@ class SupCon(Method):
             raise UserError(
                 f"{where}: supcon needs labelled images (one sub-folder per class), but found unlabelled images"
             )
-        v1, v2 = self.make_views(batch["image"], self.specs)
+        v1, v2 = self.make_views(batch, self.specs)
         z = self.projector(self.backbone(torch.cat([v1, v2])))
         return {"loss": supcon_loss(z, labels.repeat(2), self.cfg.temperature)}
 
@@ -54,9 +59,7 @@ register_method(
         name="supcon",
         description="SupCon: supervised contrastive, all images of the same class are positives (needs labels)",
         config_cls=SupConConfig,
-        build=lambda cfg, m: SupCon(
-            build_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m, cfg.data
-        ),
+        build=SupCon.build,
         family="contrastive",
         defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.125, "weight_decay": 1e-4},
     )

@@ -11,10 +11,9 @@ from torch import Tensor
 def batch_rand(method, b: int, *shape: int, device: torch.device, salt: int) -> Tensor:
     """U[0, 1) draws [b, *shape] for this process's rows of the global batch, from the method's
     (seed, step) generator: the same numbers whatever the number of processes."""
-    total = getattr(method, "_global_batch", None) or b
-    offset = getattr(method, "_offset", 0) if total != b else 0
-    g = method.step_generator(device, salt=salt)
-    return torch.rand((total, *shape), generator=g, device=device)[offset : offset + b]
+    return method.draw_global(
+        lambda n, g: torch.rand((n, *shape), generator=g, device=device), b, salt, device
+    )
 
 
 def batch_randint(

@@ -176,12 +176,11 @@ def test_probabilities_mask_per_sample():
 
 def test_generator_makes_views_reproducible():
     imgs = torch.randint(0, 256, (6, 3, 20, 20), dtype=torch.uint8)
-    mv = A.MultiView(A.byol_views(16))
-    a = mv(imgs, generator=torch.Generator().manual_seed(7))
-    b = mv(imgs, generator=torch.Generator().manual_seed(7))
-    c = mv(imgs, generator=torch.Generator().manual_seed(8))
-    assert all(torch.equal(u, v) for u, v in zip(a, b))
-    assert not torch.equal(a[0], c[0])
+    spec = A.byol_views(16)[1]
+    a = A.augment_view(imgs, spec, generator=torch.Generator().manual_seed(7))
+    b = A.augment_view(imgs, spec, generator=torch.Generator().manual_seed(7))
+    c = A.augment_view(imgs, spec, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_clip_frames_share_params():
@@ -209,14 +208,27 @@ def test_presets_follow_the_papers():
     )
     s = A.simclr_views(224)
     assert s[0].blur_p == 0.5 and math.isclose(s[0].brightness, 0.8) and math.isclose(s[0].hue, 0.2)
-    v1, v2 = A.byol_views(32)
+    v1, v2 = A.byol_views(96)
     assert (v1.blur_p, v1.solarize_p, v2.blur_p, v2.solarize_p) == (1.0, 0.0, 0.1, 0.2)
     assert v1.saturation == 0.2
-    d = A.dino_views(32, 16, 6)
-    assert len(d) == 8 and [v.size for v in d] == [32, 32] + [16] * 6
-    assert d[0].scale == (0.4, 1.0) and d[2].scale == (0.05, 0.4) and d[2].blur_p == 0.5
-    outs = A.MultiView(d)(torch.randint(0, 256, (3, 3, 36, 36), dtype=torch.uint8))
-    assert [o.shape[-1] for o in outs] == [32, 32] + [16] * 6
+    # CIFAR recipes (solo-learn, lightly): no blur at <= 64 px, solarization kept
+    v1, v2 = A.byol_views(32)
+    assert (v1.blur_p, v1.solarize_p, v2.blur_p, v2.solarize_p) == (0.0, 0.0, 0.0, 0.2)
+    d = A.dino_views(96, 40, 6)
+    assert len(d) == 8 and [v.size for v in d] == [96, 96] + [40] * 6
+    assert d[0].scale == (0.4, 1.0) and d[2].scale == (0.05, 0.4)
+    assert [v.blur_p for v in d[:3]] == [1.0, 0.1, 0.5]
+    assert all(v.blur_p == 0.0 for v in A.dino_views(32, 16, 6))
+    imgs = torch.randint(0, 256, (3, 3, 36, 36), dtype=torch.uint8)
+    assert [A.augment_view(imgs, v).shape[-1] for v in A.dino_views(32, 16, 6)] == [32] * 2 + [
+        16
+    ] * 6
+    # MoCo v2 (--aug-plus): crop (0.2, 1), jitter 0.4/0.4/0.4/0.1 at every size, blur above 64 px
+    for size, blur in ((32, 0.0), (224, 0.5)):
+        m = A.mocov2_views(size)[0]
+        assert m.scale == (0.2, 1.0) and m.blur_p == blur and m.gray_p == 0.2
+        assert (m.brightness, m.contrast, m.saturation, m.hue) == (0.4, 0.4, 0.4, 0.1)
+    assert A.mocov2_views(224, blur=False)[0].blur_p == 0.0  # SupCon's reference views
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -26,9 +26,9 @@ from engine.methods.mae import MAE, MAEConfig
 from engine.methods.maskfeat import MaskFeat, MaskFeatConfig
 
 
-def tiny_vit(size: int = 16, seed: int = 0):
+def tiny_vit(size: int = 16, seed: int = 0, **kw):
     torch.manual_seed(seed)
-    return build_backbone("vit_tiny", size, depth=2)  # patch 4 at 16 px: 4x4 grid
+    return build_backbone("vit_tiny", size, depth=2, **kw)  # patch 4 at 16 px: 4x4 grid
 
 
 def shapes_batch(root, n: int = 8, size: int = 16) -> torch.Tensor:
@@ -156,7 +156,7 @@ def test_mae_attmask_hides_the_most_attended_patches():
 def test_masks_drawn_for_the_global_batch_are_sliced_per_process():
     """Under DDP each process must use its rows of the one-process masks."""
     x = torch.randn(4, 3, 16, 16)
-    mf = MaskFeat(tiny_vit(), 16, MaskFeatConfig())
+    mf = MaskFeat(tiny_vit(mask_token=True), 16, MaskFeatConfig())
     mf.set_step_context(3, 5)
     whole = mf.masks(x)
     mf.set_step_context(3, 5, offset=2, global_batch=4)
@@ -166,7 +166,7 @@ def test_masks_drawn_for_the_global_batch_are_sliced_per_process():
     full = mae.choose_mask(x)
     mae.set_step_context(3, 5, offset=2, global_batch=4)
     assert torch.equal(mae.choose_mask(x[2:]).mask, full.mask[2:])
-    ib = IBOT(tiny_vit(), 16, small_ibot())
+    ib = IBOT(tiny_vit(mask_token=True), 16, small_ibot())
     glob = torch.randn(8, 3, 16, 16)  # 2 crops x 4 images
     ib.set_step_context(3, 5)
     m_all = ib.masks(glob, None)
@@ -198,7 +198,7 @@ def test_ibot_patch_loss_by_hand():
 
 @pytest.mark.parametrize("masking,shared", [("block", True), ("attmask_hint", False)])
 def test_ibot_forward_shapes_centers_and_attmask(masking, shared):
-    ib = IBOT(tiny_vit(), 16, small_ibot(masking=masking, shared_head=shared, mask_prob=1.0))
+    ib = IBOT(tiny_vit(mask_token=True), 16, small_ibot(masking=masking, shared_head=shared, mask_prob=1.0))
     images = (torch.rand(4, 3, 16, 16) * 255).to(torch.uint8)
     ib.set_step_context(0, 0)
     out = ib({"image": images})
@@ -230,7 +230,7 @@ def test_mae_maskfeat_ibot_train_a_few_steps(shapes_dir):
     images = shapes_batch(shapes_dir)
     mae = _steps(mae_model(), images, 12)
     assert sum(mae[-3:]) < 0.8 * sum(mae[:3]), mae
-    mf = _steps(MaskFeat(tiny_vit(), 16, MaskFeatConfig()), images, 12)
+    mf = _steps(MaskFeat(tiny_vit(mask_token=True), 16, MaskFeatConfig()), images, 12)
     assert sum(mf[-3:]) < 0.8 * sum(mf[:3]), mf
-    ib = _steps(IBOT(tiny_vit(), 16, small_ibot(mask_prob=1.0)), images, 12, lr=5e-4)
+    ib = _steps(IBOT(tiny_vit(mask_token=True), 16, small_ibot(mask_prob=1.0)), images, 12, lr=5e-4)
     assert sum(ib[-3:]) < sum(ib[:3]), ib

@@ -195,7 +195,43 @@ def test_ema_update_math():
     t0, o = target[0].weight.detach().clone(), online[0].weight.detach().clone()
     ema_update(target, online, 0.9)
     assert torch.allclose(target[0].weight, 0.9 * t0 + 0.1 * o)
-    assert torch.equal(target[1].running_mean, online[1].running_mean)  # statistics are copied
+    # parameters only, as DINO / MoCo / BYOL: the target's BN statistics stay its own
+    assert torch.equal(target[1].running_mean, torch.zeros(2))
+
+
+def _ema_method(name: str):
+    """A tiny EMA method on a ResNet-18 at 16 px (BN everywhere) and its (target, online) pair."""
+    torch.manual_seed(0)
+    bb = build_backbone("resnet18", 16)
+    if name == "dino":
+        m = _build("dino", bb)
+        return m, m.teacher_backbone, m.backbone
+    m = _build(name, bb)
+    target = {"byol": "target", "moco_v2": "key_encoder", "moco_v3": "momentum_encoder"}[name]
+    return m, getattr(m, target)[0], m.backbone
+
+
+@pytest.mark.parametrize("name", ["byol", "moco_v2", "moco_v3", "dino"])
+def test_ema_target_keeps_its_own_batch_norm_statistics(name, shapes_batches):
+    """The target's running statistics come from its own forward passes, not the student's."""
+    method, target, online = _ema_method(name)
+    with torch.no_grad():  # as after some training: the student's first layer has moved
+        online.conv1.weight.mul_(3.0)
+    bn_t, bn_o = target.bn1, online.bn1
+    seen = []
+    bn_t.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
+    images = shapes_batches[0][:12]
+    for step in range(2):
+        method.set_step_context(0, step)
+        method({"image": images, "label": torch.zeros(12, dtype=torch.long)})
+        method.on_step_end(step + 1, 10)
+    assert seen, "the target ran no forward pass"
+    assert not torch.allclose(bn_t.running_mean, bn_o.running_mean, atol=1e-3)
+    ref = torch.zeros_like(bn_t.running_mean)  # BN momentum 0.1 over the target's own inputs
+    for x in seen:
+        ref = 0.9 * ref + 0.1 * x.mean((0, 2, 3))
+    assert torch.allclose(bn_t.running_mean, ref, atol=1e-5)
+    assert int(bn_t.num_batches_tracked) == len(seen)
 
 
 def test_cosine_momentum_schedule():
@@ -243,7 +279,7 @@ def test_moco_v2_enqueues_the_key_encoders_normalised_keys(shapes_batches):
     m = MoCoV2(
         build_backbone("resnet18", 16),
         16,
-        MoCoV2Config(queue_size=24, proj_dim=16, proj_hidden_dim=32),
+        MoCoV2Config(queue_size=24, proj_dim=16, proj_hidden_dim=32, shuffle_bn_splits=0),
     )
     images = shapes_batches[0][:8]
     m.set_step_context(0, 5)

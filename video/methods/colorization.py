@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.augment import ViewSpec, normalize
+from engine import augment
+from engine.augment import normalize
 from engine.backbones import build_backbone, is_vit
 from engine.color import gray_rgb, rgb_to_lab
 from engine.errors import UserError
@@ -101,14 +102,7 @@ class ColorizationVideo(Method):
         self.cfg = cfg
         self.net = ColorizationNet(backbone, cfg.embed_dim)
         self.backbone = self.net.backbone
-        self.spec = ViewSpec(
-            size=image_size,
-            scale=(cfg.crop_scale_min, 1.0),
-            jitter_p=0.0,
-            gray_p=0.0,
-            blur_p=0.0,
-            normalize=False,
-        )
+        self.spec = augment.crop_view(image_size, cfg.crop_scale_min, normalize=False)
         self.register_buffer("centroids", torch.zeros(cfg.clusters, 2))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 

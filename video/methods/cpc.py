@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.augment import ViewSpec, normalize, to_float
-from engine.backbones import build_backbone
+from engine.augment import ViewSpec
 from engine.methods.base import Method
 from engine.registry import MethodSpec, register_method
+from video.methods.common import eval_on_clips
 
 NAME = "cpc"
 
@@ -152,17 +152,9 @@ class CPC(Method):
     def clip_embedding(self, clips: Tensor) -> Tensor:
         """uint8 [B, T, 3, H, W] -> the final context c_T averaged over positions [B, H]
         (centre view, eval mode)."""
-        was = self.training
-        self.eval()
-        x = normalize(to_float(clips.to(next(self.parameters()).device)))
-        s = self.spec.size
-        if x.shape[-1] != s:
-            x = F.interpolate(
-                x.flatten(0, 1), size=(s, s), mode="bilinear", antialias=True, align_corners=False
-            ).view(*x.shape[:3], s, s)
-        _, c, _ = self.encode(x)
-        self.train(was)
-        return c[:, -1].mean(1)
+        return eval_on_clips(
+            self, clips, self.spec.size, lambda x: self.encode(x)[1][:, -1].mean(1)
+        )
 
 
 register_method(
@@ -170,7 +162,7 @@ register_method(
         name=NAME,
         description="CPC / DPC on frame sequences: a (Conv)GRU context predicts future frame features (InfoNCE)",
         config_cls=CPCConfig,
-        build=lambda cfg, m: CPC(build_backbone(cfg.backbone, cfg.image_size), cfg.image_size, m),
+        build=CPC.build,
         data="clips",
         family="video",
         # DPC: Adam lr 1e-3, weight decay 1e-5, batch 64 per 4 GPUs -> 1e-3 * 256 / 64 per 256

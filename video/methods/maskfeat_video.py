@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from engine.augment import ViewSpec
+from engine import augment
 from engine.hog import auto_cell, hog_patch_targets
 from engine.masking import masked_mean
 from engine.methods.base import Method
 from engine.registry import MethodSpec, register_method
+from video.methods.common import eval_on_clips
 from video.video_vit import VideoViT, build_video_vit
 
 NAME = "maskfeat_video"
@@ -110,23 +111,15 @@ class MaskFeatVideo(Method):
         self.head = nn.Linear(backbone.embed_dim, self.target_dim)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
-        self.spec = ViewSpec(
-            size=image_size, scale=(cfg.crop_scale_min, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=0.0
-        )
+        self.spec = augment.crop_view(image_size, cfg.crop_scale_min)
 
     def masks(self, x: Tensor) -> Tensor:
         b, t = x.shape[:2]
         tg, gh, gw = self.backbone.token_grid(t, x.shape[-2], x.shape[-1])
-        total = self._global_batch or b  # drawn for the global batch: DDP equals one process
-        m = cube_masks(
-            total,
-            tg,
-            gh,
-            gw,
-            self.cfg.mask_ratio,
-            generator=self.step_generator(torch.device("cpu"), salt=303),
+        m = self.draw_global(
+            lambda total, g: cube_masks(total, tg, gh, gw, self.cfg.mask_ratio, g), b, 303
         )
-        return m[self._offset : self._offset + b].to(x.device)
+        return m.to(x.device)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         (x,) = self.make_views(batch["clip"], [self.spec])  # [B, T, 3, S, S], one crop per clip
@@ -142,21 +135,7 @@ class MaskFeatVideo(Method):
     @torch.no_grad()
     def clip_embedding(self, clips: Tensor) -> Tensor:
         """uint8 [B, T, 3, H, W] -> mean of the encoder's tokens [B, D] (no mask, eval mode)."""
-        import torch.nn.functional as F
-
-        from engine.augment import normalize, to_float
-
-        was = self.training
-        self.eval()
-        x = normalize(to_float(clips.to(next(self.parameters()).device)))
-        s = self.spec.size
-        if x.shape[-1] != s:
-            x = F.interpolate(
-                x.flatten(0, 1), size=(s, s), mode="bilinear", antialias=True, align_corners=False
-            ).view(*x.shape[:3], s, s)
-        out = self.backbone(x)
-        self.train(was)
-        return out
+        return eval_on_clips(self, clips, self.spec.size, self.backbone)
 
 
 register_method(
