@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -45,6 +46,7 @@ class FileEntry:
     path: str
     size: int
     mtime_ns: int
+    error: str = ""  # the file could not even be stat'ed (dangling link, deleted meanwhile)
 
 
 @dataclass
@@ -243,7 +245,13 @@ def _load_chunks(work: Path) -> list[tuple[dict[str, Any], np.ndarray]]:
 
 
 class Indexer:
-    """Builds or updates the index in `folder` with `embedder` (see module docstring)."""
+    """Builds or updates the index in `folder` with `embedder` (see module docstring).
+
+    Like the model, the recorded settings carry over to updates: an index built with videos
+    keeps indexing them (`videos` True adds them; None or False keeps what the index records,
+    so an update from a caller that does not mention videos never drops their rows; --rebuild
+    starts from the given settings), and `max_video_frames` None means the recorded value.
+    """
 
     def __init__(
         self,
@@ -251,14 +259,15 @@ class Indexer:
         embedder: Any,
         batch_size: int = 64,
         num_workers: int = 2,
-        videos: bool = False,
-        max_video_frames: int = 16,
+        videos: bool | None = None,
+        max_video_frames: int | None = None,
         progress: bool = True,
         on_progress: Callable[[int, int], None] | None = None,
     ):
         self.folder = Path(folder)
         self.embedder, self.batch_size, self.num_workers = embedder, batch_size, num_workers
-        self.videos, self.max_video_frames = videos, max_video_frames
+        self._videos_arg, self._max_frames_arg = videos, max_video_frames
+        self.videos, self.max_video_frames = bool(videos), int(max_video_frames or 16)
         self.progress, self.on_progress = progress, on_progress
         self.work = self.folder / "work"
         self.chunk_items = 2048
@@ -274,6 +283,11 @@ class Indexer:
                 "use that model, another --index folder, or --rebuild"
             )
         return idx
+
+    def _restore_settings(self, cur: Index | None) -> None:
+        rec = cur.meta if cur else {}
+        self.videos = bool(self._videos_arg or rec.get("videos", False))
+        self.max_video_frames = int(self._max_frames_arg or rec.get("max_video_frames", 16))
 
     def _prepare_work(self, base_generation: int) -> None:
         plan = {
@@ -313,6 +327,7 @@ class Indexer:
         _barrier()
         if cur is None and rank != 0 and not rebuild and (self.folder / POINTER).exists():
             cur = Index(self.folder)
+        self._restore_settings(cur)
         roots = sorted(
             {str(Path(p).expanduser().resolve()) for p in paths}
             | set(cur.meta.get("roots", []) if cur else [])
@@ -323,8 +338,7 @@ class Indexer:
             if not Path(r).exists() and r in {str(Path(p).expanduser().resolve()) for p in paths}:
                 raise UserError(f"{r}: no such file or folder")
         on_disk = [
-            FileEntry(str(p), *_stat(p))
-            for p in walk_files([r for r in roots if Path(r).exists()], self.videos)
+            _entry(p) for p in walk_files([r for r in roots if Path(r).exists()], self.videos)
         ]
         known = {**(cur.files if cur else {})}
         known_err = {}
@@ -339,6 +353,10 @@ class Indexer:
                 stats.unchanged += 1
             elif e.path in known_err and known_err[e.path] == (e.size, e.mtime_ns):
                 stats.unchanged += 1  # still the same unreadable file: not retried
+            elif e.error:  # listed in errors by _merge; nothing to decode
+                stats.failed.append((e.path, e.error))
+                stats.changed += e.path in known or e.path in known_err
+                stats.added += e.path not in known and e.path not in known_err
             else:
                 todo.append(e)
                 stats.changed += e.path in known or e.path in known_err
@@ -423,12 +441,13 @@ class Indexer:
             raise UserError(
                 f"{self.folder}: {len(missing)} files were not embedded (e.g. {missing[0]}); run the update again"
             )
-        gen = (cur.meta["generation"] if cur else 0) + 1
+        gen = _next_generation(self.folder, cur)
         dim = self.embedder.dim
         items: list[tuple[str, float]] = []
         files, errors = [], []
         sources: list[tuple[str, Any]] = []  # ("old", row indices) or ("new", array) in row order
         todo_paths = {e.path for e in todo}
+        failed_now = set(stats.failed)  # stat failures found by _update
         for e in on_disk:
             if e.path in todo_paths:
                 it, vecs = new[e.path]
@@ -439,7 +458,9 @@ class Indexer:
                 sources.append(("new", vecs))
                 items.extend((e.path, f) for f in it["frames"])
                 files.append((e.path, e.size, e.mtime_ns, len(it["frames"])))
-            elif cur and e.path in cur.files:
+            elif e.error and (e.path, e.error) in failed_now:
+                errors.append((e.path, e.size, e.mtime_ns, e.error))
+            elif cur and e.path in cur.files and cur.files[e.path][:2] == (e.size, e.mtime_ns):
                 rows = cur_rows(cur, e.path)
                 if sources and sources[-1][0] == "old" and sources[-1][1].stop == rows[0]:
                     sources[-1] = (
@@ -469,6 +490,7 @@ class Indexer:
             "model": self.embedder.spec,
             "roots": roots,
             "videos": self.videos,
+            "max_video_frames": self.max_video_frames,
             "updated": time.time(),
         }
         atomic_write(
@@ -558,9 +580,30 @@ def _writer_lock(folder: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _stat(p: Path) -> tuple[int, int]:
-    st = p.stat()
-    return st.st_size, st.st_mtime_ns
+def _entry(p: Path) -> FileEntry:
+    """The file's (size, mtime); a dangling link or a file deleted since the walk gets an
+    error entry (size and mtime of the link itself, or -1) instead of stopping the update."""
+    try:
+        st = p.stat()
+        return FileEntry(str(p), st.st_size, st.st_mtime_ns)
+    except OSError as e:
+        try:
+            lst = p.lstat()
+            size, mtime = lst.st_size, lst.st_mtime_ns
+        except OSError:
+            size, mtime = -1, -1
+        why = "dangling symlink" if p.is_symlink() else "cannot stat file"
+        return FileEntry(str(p), size, mtime, f"{why} ({e.strerror or type(e).__name__})")
+
+
+_GENERATION = re.compile(r"^(?:emb|db)-(\d+)\.")
+
+
+def _next_generation(folder: Path, cur: Index | None) -> int:
+    """One more than any generation on disk: files of a killed update, or the live generation
+    when the pointer was not read (--rebuild), are never overwritten in place."""
+    on_disk = [int(m.group(1)) for p in folder.iterdir() if (m := _GENERATION.match(p.name))]
+    return max([cur.meta["generation"] if cur else 0, *on_disk]) + 1
 
 
 def _barrier() -> None:

@@ -25,14 +25,15 @@ def recall_at_k(
 ) -> dict[str, float]:
     """sim: [T, I] caption-image similarities; caption_image: [T] image index of each caption."""
     t, n_img = sim.shape
-    # text -> image: rank of the true image = number of images scoring strictly higher
+    # text -> image: rank of the true image = images scoring at least as high (ties count
+    # against it: collapsed embeddings, where everything ties, must not score R@1 = 1)
     true = sim[torch.arange(t), caption_image]
-    t2i_rank = (sim > true[:, None]).sum(1)
-    # image -> text: best rank over the image's captions
+    t2i_rank = (sim >= true[:, None]).sum(1) - 1
+    # image -> text: best rank over the image's captions, against every other caption
     sim_it = sim.T  # [I, T]
     own = caption_image[None, :] == torch.arange(n_img)[:, None]  # [I, T]
     best_own = sim_it.masked_fill(~own, float("-inf")).max(1).values
-    i2t_rank = (sim_it > best_own[:, None]).sum(1)
+    i2t_rank = ((sim_it >= best_own[:, None]) & ~own).sum(1)
     out = {}
     for k in ks:
         out[f"t2i_R@{k}"] = float((t2i_rank < k).float().mean())

@@ -60,6 +60,8 @@ def rescore(
 
 def _near_top(scores: np.ndarray, k: int, slack: float) -> np.ndarray:
     """Indices scoring within `slack` of the k-th best (all of them when there are <= k)."""
+    if k <= 0:
+        return np.zeros(0, np.int64)
     if len(scores) <= k:
         return np.arange(len(scores))
     kth = np.partition(scores, len(scores) - k)[len(scores) - k]
@@ -119,6 +121,9 @@ class Searcher:
     def topk(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(q, dtype=np.float32).reshape(-1)
         n = len(self.emb)
+        if n == 0 or k <= 0:  # nothing to rank (every strategy below assumes a k-th score)
+            self.last_strategy = "empty"
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
         if self.device.type == "cuda":
             self.last_strategy = "exact-gpu"
             return self._topk_gpu(q, k)

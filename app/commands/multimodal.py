@@ -34,9 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _model_args(p)
     p.add_argument(
-        "--videos", action="store_true", help="also index video files by their key frames"
+        "--videos",
+        action="store_true",
+        help="also index video files by their key frames (remembered: later updates keep them; --rebuild without it drops them)",
     )
-    p.add_argument("--max-video-frames", type=int, default=16, help="key frames per video at most")
+    p.add_argument(
+        "--max-video-frames",
+        type=int,
+        help="key frames per video at most (default: the index's recorded value, else 16)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int, default=2, help="decoding processes")
     p.add_argument("--rebuild", action="store_true", help="start over (e.g. with another model)")

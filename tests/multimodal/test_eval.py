@@ -85,6 +85,21 @@ def test_recall_at_k_by_hand():
     assert r["i2t_R@1"] == pytest.approx(1 / 3) and r["i2t_R@2"] == 1.0
 
 
+def test_recall_ties_count_against_the_true_item():
+    """Collapsed embeddings (every score equal) are at chance or worse, never perfect."""
+    owner = torch.tensor([0, 0, 1, 2, 3])
+    r = recall_at_k(torch.zeros(5, 4), owner, ks=(1, 3, 4))
+    assert r["t2i_R@1"] == 0.0 and r["t2i_R@3"] == 0.0 and r["t2i_R@4"] == 1.0
+    # image 0 has 2 of the 5 captions (3 others tie with them), images 1-3 one (4 others tie)
+    assert r["i2t_R@1"] == 0.0 and r["i2t_R@4"] == 0.25
+    # caption 0 ties image 1 (t2i), and caption 1 ties caption 0 for image 0 (i2t): both
+    # true items go second
+    sim = torch.tensor([[0.5, 0.5, 0.1], [0.5, 0.9, 0.1], [0.0, 0.1, 0.7]])
+    r = recall_at_k(sim, torch.tensor([0, 1, 2]), ks=(1, 2))
+    assert r["t2i_R@1"] == pytest.approx(2 / 3) and r["t2i_R@2"] == 1.0
+    assert r["i2t_R@1"] == pytest.approx(2 / 3) and r["i2t_R@2"] == 1.0
+
+
 def test_chance_recall():
     c = chance_recall(n_images=100, n_captions=500, ks=(1, 5))
     assert c["t2i_R@1"] == pytest.approx(0.01) and c["t2i_R@5"] == pytest.approx(0.05)

@@ -81,3 +81,17 @@ def test_faiss_results_are_rescored_exactly(monkeypatch):
     assert s.last_strategy == "faiss" and hits[0].row == 42
     _, exact = exact_topk(emb, emb[42], 5)
     assert hits[0].score == pytest.approx(float(exact[0]))
+
+
+def test_empty_index_and_k_zero():
+    rng = np.random.default_rng(0)
+    emb, q = _unit(rng, 50, 16), _unit(rng, 1, 16)[0]
+    rows, scores = exact_topk(emb, q, 0)  # _near_top used to index past the end
+    assert len(rows) == 0 and len(scores) == 0
+    assert Searcher(_fake_index(emb)).search(q, k=0) == []
+    empty = _fake_index(np.zeros((0, 16), np.float32))
+    for device in ("cpu", "cuda"):  # the GPU path took a k-th score of nothing
+        s = Searcher(empty, device=device, use_faiss=False)
+        rows, scores = s.topk(q, 10)
+        assert (len(rows), len(scores), s.last_strategy) == (0, 0, "empty")
+        assert s.search(q, k=5) == []
