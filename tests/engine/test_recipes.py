@@ -1,0 +1,147 @@
+"""The papers' recipes: optimiser hooks, position embeddings, defaults, crops (issue 12)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import engine.methods  # noqa: F401  (registers the methods)
+from engine import augment
+from engine.backbones import build_backbone
+from engine.config import OptimConfig, make_config
+from engine.methods.dino import DINO, DINOConfig
+from engine.methods.ibot import IBOTConfig
+from engine.methods.mae import MAE, MAEConfig
+from engine.methods.moco import MoCoV3, MoCoV3Config
+from engine.optim import build_optimizer
+from engine.registry import get_method
+
+
+def tiny_dino() -> DINO:
+    torch.manual_seed(0)
+    cfg = DINOConfig(out_dim=16, hidden_dim=16, bottleneck_dim=8, n_local=0)
+    return DINO(build_backbone("vit_tiny", 16, depth=2, drop_path=0.1), 16, cfg)
+
+
+def test_dino_lr_warmup_is_a_tenth_of_the_run_and_weight_decay_rises_along_a_cosine():
+    m = tiny_dino()
+    opt = build_optimizer(m, OptimConfig(optimizer="adamw", weight_decay=0.04), lr=1e-3)
+    assert opt.defaults["betas"] == (0.9, 0.999)  # DINO's AdamW, not MAE's 0.95
+    decay, no_decay = opt.param_groups
+    seen = {}
+    for step in (0, 4, 9, 10, 55, 100):
+        m.on_step_start(step, 100, opt)
+        seen[step] = (decay["lr"], decay["weight_decay"], no_decay["weight_decay"])
+    # warm-up: 10 of 100 steps, linear to the peak (DINO: 10 of 100 epochs)
+    assert seen[0][0] == pytest.approx(1e-4) and seen[4][0] == pytest.approx(5e-4)
+    assert seen[9][0] == pytest.approx(1e-3) and seen[10][0] == pytest.approx(1e-3)
+    assert seen[55][0] == pytest.approx(5e-4)  # half-way through the cosine after warm-up
+    # weight decay: 0.04 -> 0.4 by cosine; biases and norms keep 0
+    assert seen[0][1] == pytest.approx(0.04) and seen[100][1] == pytest.approx(0.4)
+    assert seen[55][1] == pytest.approx(0.4 + 0.5 * (0.04 - 0.4) * (1 + math.cos(math.pi * 0.55)))
+    assert all(v[2] == 0.0 for v in seen.values())
+
+
+def test_dino_clips_each_parameter_on_its_own():
+    m = tiny_dino()
+    params = [p for p in m.parameters() if p.requires_grad]
+    for i, p in enumerate(params):
+        p.grad = torch.zeros_like(p)
+        p.grad.view(-1)[0] = 10.0 if i == 0 else 0.5  # one large gradient, small ones elsewhere
+    m.clip_gradients(3.0)
+    assert params[0].grad.norm() == pytest.approx(3.0, rel=1e-5)  # clipped to 3 on its own
+    assert all(p.grad.norm() == pytest.approx(0.5) for p in params[1:])  # untouched
+
+
+def test_dino_student_drops_paths_the_teacher_does_not():
+    m = tiny_dino()
+    student = [b.drop_path.p for b in m.backbone.blocks]
+    assert student[-1] == pytest.approx(0.1) and all(
+        b.drop_path.p == 0.0 for b in m.teacher_backbone.blocks
+    )
+    assert get_method("dino").build  # registered
+
+
+def test_ibot_vit_small_defaults():
+    c = IBOTConfig()
+    assert (c.n_local, c.norm_last_layer, c.global_scale_min, c.local_scale_max) == (
+        10,
+        False,
+        0.25,
+        0.25,
+    )
+
+
+def _sincos(dim: int, a: int, b: int) -> torch.Tensor:
+    """The papers' formula for one patch: [sin(a w), cos(a w), sin(b w), cos(b w)]."""
+    w = [1 / 10000 ** (i / (dim / 4)) for i in range(dim // 4)]
+    return torch.tensor(
+        [math.sin(a * x) for x in w]
+        + [math.cos(a * x) for x in w]
+        + [math.sin(b * x) for x in w]
+        + [math.cos(b * x) for x in w]
+    )
+
+
+@pytest.mark.parametrize("method", ["mae", "moco_v3"])
+def test_mae_and_moco_v3_vits_have_fixed_sincos_position_embeddings(method):
+    cls = {"mae": MAE, "moco_v3": MoCoV3}[method]
+    vit = build_backbone("vit_tiny", 16, depth=1, **cls.backbone_kwargs)  # 4x4 grid of patches
+    pe = vit.pos_embed
+    assert not pe.requires_grad and torch.equal(pe[0, 0], torch.zeros(192))
+    for r, c in ((0, 0), (1, 2), (3, 1)):
+        # MAE: column first (np.meshgrid 'xy'); MoCo v3: row first (torch.meshgrid 'ij')
+        a, b = (c, r) if method == "mae" else (r, c)
+        torch.testing.assert_close(pe[0, 1 + r * 4 + c], _sincos(192, a, b), atol=1e-6, rtol=0)
+
+
+def test_moco_v3_init_and_temperature():
+    torch.manual_seed(0)
+    cfg = make_config(MoCoV3Config, {"proj_hidden_dim": 16, "proj_dim": 8, "pred_hidden_dim": 16})
+    vit = MoCoV3(build_backbone("vit_tiny", 16, depth=1, **MoCoV3.backbone_kwargs), 16, cfg)
+    assert vit.temperature == 0.2
+    qkv = vit.backbone.blocks[0].attn.qkv.weight
+    assert qkv.abs().max() <= math.sqrt(6 / (192 + 192)) and qkv.abs().max() > 0.1
+    assert vit.backbone.cls_token.abs().max() < 1e-4  # normal(std 1e-6)
+    resnet = MoCoV3(build_backbone("resnet18", 16), 16, cfg)
+    assert resnet.temperature == 1.0  # the paper's ResNet setting
+
+
+def test_mae_uses_adamw_beta2_095():
+    torch.manual_seed(0)
+    m = MAE(
+        build_backbone("vit_tiny", 16, depth=1, **MAE.backbone_kwargs),
+        16,
+        MAEConfig(decoder_dim=16, decoder_depth=1, decoder_heads=2),
+    )
+    opt = build_optimizer(m, OptimConfig(optimizer="adamw"), lr=1e-3)
+    assert opt.defaults["betas"] == (0.9, 0.95)
+    assert all(p is not m.backbone.pos_embed for g in opt.param_groups for p in g["params"])
+
+
+def test_vit_mask_token_only_when_asked_and_old_checkpoints_load():
+    plain = build_backbone("vit_tiny", 16, depth=1)
+    masked = build_backbone("vit_tiny", 16, depth=1, mask_token=True)
+    assert plain.mask_token is None and "mask_token" not in plain.state_dict()
+    assert masked.mask_token.requires_grad
+    plain.load_state_dict(masked.state_dict())  # an old checkpoint: a mask token too many
+    masked.load_state_dict(plain.state_dict())  # and the other way: its own token is kept
+
+
+def test_random_resized_crop_samples_the_whole_non_square_image():
+    """A 2:1 image delivered stretched to a square, with its true size in image_hw: full-scale
+    crops keep the aspect ratio range of the *original* (so they cover at most its height, a
+    box of width h/w * 4/3 of the image), and no crop is limited to the centre square."""
+    spec = augment.ViewSpec(size=8, scale=(0.9, 1.0))
+    hw = torch.tensor([[100.0, 200.0]]).expand(4000, 2)
+    p = augment.sample_view_params(
+        4000, spec, generator=torch.Generator().manual_seed(0), image_hw=hw
+    )
+    x0, y0, w, h = p.box.unbind(1)
+    assert (w * 200 / (h * 100)).max() <= 4 / 3 + 1e-4  # aspect of the crop in original pixels
+    assert (h == 1).all()  # 90-100% of the area never fits a 2:1 image: the clamped fallback
+    assert x0.min() < 0.05 and (x0 + w).max() > 0.95  # from the left edge to the right one
+    sq = augment.sample_view_params(4000, spec, generator=torch.Generator().manual_seed(0))
+    assert sq.box[:, 2].min() > 0.9  # a square image: nearly the whole image
