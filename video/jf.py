@@ -1,10 +1,16 @@
 """DAVIS region similarity J and boundary F-measure, as defined by the DAVIS 2017 evaluation.
 
-J = |pred ∩ gt| / |pred ∪ gt| (void pixels excluded; both empty -> 1).
+J = |pred ∩ gt| / |pred ∪ gt| (both empty -> 1).
 F = 2PR / (P + R) between the one-pixel boundaries of pred and gt, where a boundary pixel counts
 as matched when the other boundary lies within a disk of radius ceil(0.008 * image diagonal).
-Per sequence: each object's mean over frames, the first and last frames excluded (the first is
-given, the benchmark also drops the last); then averaged over objects.
+Per sequence, as davis2017-evaluation's semi-supervised task (davis2017/evaluation.py,
+DAVISEvaluation.evaluate): the ground truth is cut to frames [1:-1] (`all_gt_masks[:, 1:-1]`,
+the first frame is given and the last is dropped too) and scored with `void_pixels=None`
+(`_evaluate_semisupervised(all_gt_masks, all_res_masks, None, metric)`), so void (255) pixels
+are plain background; objects are 1..max id of the first ground-truth frame (davis.py,
+get_all_masks); each object's mean over the scored frames (np.nanmean: NaN for a sequence of 2
+frames or fewer, which has none), then the mean over objects. `region_j` / `boundary_f` still
+take a void mask for other uses.
 """
 
 from __future__ import annotations
@@ -86,23 +92,22 @@ def evaluate_sequence(
     objects: list[int] | None = None,
     skip_first_last: bool = True,
 ) -> dict:
-    """J, F and J&F of one sequence from id maps (uint8 [H, W] per frame; 255 = void in gt).
+    """J, F and J&F of one sequence from id maps (uint8 [H, W] per frame), as the DAVIS 2017
+    semi-supervised evaluation (see the module docstring): frames [1:-1], no void mask.
 
-    Objects default to every id seen in the ground truth. Returns per-object means and the
-    sequence means {"J", "F", "J&F", "objects": {id: {"J", "F"}}, "frames": n}.
-    """
+    Objects default to 1..max id of the first ground-truth frame (255 read as 0). Returns
+    per-object means and the sequence means {"J", "F", "J&F", "objects": {id: {"J", "F"}},
+    "frames": n}; NaN when no frame is scored (2 frames or fewer)."""
     if len(preds) != len(gts):
         raise ValueError(f"{len(preds)} predicted frames vs {len(gts)} ground-truth frames")
     if objects is None:
-        objects = sorted({int(i) for g in gts for i in np.unique(g) if i not in (0, 255)})
-    frames = range(1, len(gts) - 1) if skip_first_last and len(gts) > 2 else range(len(gts))
+        first = np.where(np.asarray(gts[0]) == 255, 0, np.asarray(gts[0]))
+        objects = list(range(1, int(first.max()) + 1))
+    frames = range(1, len(gts) - 1) if skip_first_last else range(len(gts))
     per_obj = {}
     for o in objects:
-        js, fs = [], []
-        for t in frames:
-            void = gts[t] == 255
-            js.append(region_j(preds[t] == o, gts[t] == o, void))
-            fs.append(boundary_f(preds[t] == o, gts[t] == o, void))
+        js = [region_j(preds[t] == o, gts[t] == o) for t in frames]
+        fs = [boundary_f(preds[t] == o, gts[t] == o) for t in frames]
         per_obj[o] = {
             "J": float(np.mean(js)) if js else float("nan"),
             "F": float(np.mean(fs)) if fs else float("nan"),

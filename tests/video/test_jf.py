@@ -100,3 +100,35 @@ def test_objects_are_scored_separately_then_averaged():
     res = evaluate_sequence([g, p, g], [g, g, g])
     assert res["objects"][1]["J"] == 1.0 and res["objects"][2]["J"] == 0.0
     assert res["J"] == 0.5 and res["F"] == 0.5 and res["J&F"] == 0.5
+
+
+def test_sequence_scores_void_as_background_as_davis2017_evaluation():
+    """davis2017-evaluation, evaluation.py: semi-supervised sequences are scored on
+    all_gt_masks[:, 1:-1] with _evaluate_semisupervised(..., None, metric), i.e. no void mask."""
+    g = np.zeros((20, 20), np.uint8)
+    g[5:15, 5:15] = 1  # a 10 x 10 object
+    g_void = g.copy()
+    g_void[15, 5:15] = 255  # a void row just below it
+    p = np.zeros_like(g)
+    p[5:16, 5:15] = 1  # the prediction also covers the void row: 110 pixels
+    res = evaluate_sequence([g, p, g], [g, g_void, g])
+    # by hand: intersection 100, union 110 (the void row counts as background); the boundaries
+    # (bottom edge one row lower) lie within the 1-px tolerance of each other: F = 1
+    assert res["frames"] == 1 and res["objects"][1]["J"] == pytest.approx(100 / 110)
+    assert res["F"] == 1.0 and res["J&F"] == pytest.approx((100 / 110 + 1) / 2)
+
+
+def test_sequences_of_two_frames_or_fewer_have_no_score():
+    g = square().astype(np.uint8)
+    for n in (1, 2):
+        res = evaluate_sequence([g] * n, [g] * n)
+        assert res["frames"] == 0 and np.isnan(res["J"]) and np.isnan(res["J&F"])
+
+
+def test_objects_come_from_the_first_ground_truth_frame():
+    g0 = np.zeros((20, 20), np.uint8)
+    g0[2:8, 2:8], g0[10:18, 10:18] = 1, 2
+    g1 = g0.copy()
+    g1[10:18, 10:18] = 0  # object 2 gone from the middle frame: it still counts (J = 1 there)
+    res = evaluate_sequence([g0, g1, g0], [g0, g1, g0])
+    assert sorted(res["objects"]) == [1, 2] and res["J"] == 1.0
