@@ -8,6 +8,7 @@ import inspect
 import sys
 
 from engine.errors import UserError
+from engine.events import JobEvents
 
 COMMANDS = [
     "train",
@@ -40,15 +41,31 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def add_events_arg(p: argparse.ArgumentParser) -> None:
+    """--events FILE: the job's progress and result as JSON lines (what the desktop app reads)."""
+    p.add_argument(
+        "--events",
+        metavar="FILE",
+        help="also write progress and the result as JSON lines to FILE (for the desktop app)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    args = None
     try:
         from app.registry_all import load_all
 
         load_all()
         args = build_parser(argv).parse_args(argv)
-        return int(args.func(args) or 0)
+        args.job = JobEvents(args.events) if getattr(args, "events", None) else None
+        code = int(args.func(args) or 0)
+        if args.job is not None:
+            args.job.write("done" if code == 0 else "error", result=getattr(args, "result", {}))
+        return code
     except UserError as e:
+        if args is not None and getattr(args, "job", None) is not None:
+            args.job.write("error", message=str(e))
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

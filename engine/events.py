@@ -70,3 +70,22 @@ class EventTail:
 def read_events(path: str | Path) -> list[dict[str, Any]]:
     """All complete records of a run directory or events file."""
     return EventTail(path).poll()
+
+
+class JobEvents(EventLog):
+    """The events stream of a long job other than training (`selfsup propagate`, `index`,
+    `overlay` with --events FILE): throttled `progress` records, then `done` with the result or
+    `error` with the one-line message. The app follows it with an EventTail, as it does a run."""
+
+    def __init__(self, path: str | Path, min_interval_s: float = 0.1):
+        super().__init__(path)
+        self.min_interval_s = min_interval_s
+        self._last: tuple[float, str] = (0.0, "")
+
+    def progress(self, done: int, total: int, stage: str = "", **fields: Any) -> None:
+        now = time.monotonic()
+        t, last_stage = self._last
+        if done < total and stage == last_stage and now - t < self.min_interval_s:
+            return
+        self._last = (now, stage)
+        self.write("progress", done=int(done), total=int(total), stage=stage, **fields)

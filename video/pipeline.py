@@ -1,9 +1,11 @@
-"""End-to-end jobs on disk: propagate a first-frame mask through a video into PNG masks and an
-overlay video, and evaluate propagation on a DAVIS-layout folder with J&F. The CLI, the GUI's
-worker process and the benchmark all call these."""
+"""End-to-end jobs on disk: propagate a first-frame mask and keypoints through a video into PNG
+masks, a keypoints CSV and an overlay video, score them with J&F, and evaluate propagation on a
+DAVIS-layout folder. `selfsup propagate` / `selfsup overlay` (which the desktop app runs) and the
+benchmark all call these."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +21,8 @@ from video.masks import DAVIS_PALETTE, object_ids, read_mask, write_mask
 from video.propagation import PropagationConfig, propagate_keypoints, propagate_masks
 
 Progress = Callable[[int, int], None]  # (frames done, total)
+StageProgress = Callable[[int, int, str], None]  # (done, total, stage)
+KEYPOINTS_HEADER = "frame,point,object,x,y"
 
 
 def overlay(
@@ -115,7 +119,7 @@ def propagate_video(
 
 def propagate_points(
     video: str | Path,
-    points: list[tuple[float, float]],
+    points: list[tuple[float, float]] | list[tuple[float, float, int]],
     out_dir: str | Path,
     features,
     cfg: PropagationConfig | None = None,
@@ -124,19 +128,22 @@ def propagate_points(
     progress: Progress | None = None,
     backend: str = "auto",
 ) -> Path:
-    """Keypoints (x, y in pixels of the first frame) through the video -> <name>_keypoints.csv
-    with one row per frame and point: frame,point,x,y."""
+    """Keypoints (x, y in pixels of the first frame, optionally the object id they belong to)
+    through the video -> <name>_keypoints.csv, one row per frame and point:
+    frame,point,object,x,y (object = point number + 1 when not given)."""
     from engine.checkpoint import atomic_write
 
     reader = open_video(video, backend=backend)
     h, w = reader.size
+    objects = [int(p[2]) if len(p) > 2 else k + 1 for k, p in enumerate(points)]
+    points = [(float(p[0]), float(p[1])) for p in points]
     bad = [p for p in points if not (0 <= p[0] < w and 0 <= p[1] < h)]
     if bad:
         reader.close()
         raise UserError(f"{video}: point {bad[0]} lies outside the {w}x{h} frame")
     name = Path(video).stem if Path(video).is_file() else Path(video).name
     names = frame_names(reader)
-    lines = ["frame,point,x,y"]
+    lines = [KEYPOINTS_HEADER]
     try:
         for t, xy in enumerate(
             propagate_keypoints(
@@ -148,7 +155,7 @@ def propagate_points(
                 device=device,
             )
         ):
-            lines += [f"{names[t]},{k},{x:.1f},{y:.1f}" for k, (x, y) in enumerate(xy)]
+            lines += [f"{names[t]},{k},{objects[k]},{x:.1f},{y:.1f}" for k, (x, y) in enumerate(xy)]
             if progress:
                 progress(t + 1, len(reader))
     finally:
@@ -156,6 +163,148 @@ def propagate_points(
     out = Path(out_dir) / f"{name}_keypoints.csv"
     atomic_write(out, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
     return out
+
+
+def read_keypoints_csv(path: str | Path) -> dict[str, Any]:
+    """{"objects": [id per point], "frames": [[[x, y] per point] per frame]} from our CSV."""
+    rows = Path(path).read_text().splitlines()
+    if not rows or rows[0] != KEYPOINTS_HEADER:
+        raise UserError(f"{path}: not a keypoints CSV (expected the header {KEYPOINTS_HEADER})")
+    frames: dict[str, list] = {}
+    objects: dict[int, int] = {}
+    try:
+        for row in rows[1:]:
+            frame, point, obj, x, y = row.split(",")
+            objects[int(point)] = int(obj)
+            frames.setdefault(frame, []).append([float(x), float(y)])
+    except ValueError:
+        raise UserError(f"{path}: malformed row '{row}'") from None
+    return {"objects": [objects[k] for k in sorted(objects)], "frames": list(frames.values())}
+
+
+def score_masks(masks: list[Path], gt_dir: Path) -> dict[str, Any] | None:
+    """J&F of predicted mask PNGs against a folder of annotation PNGs, one per frame; None when
+    the folder holds another number of frames (nothing comparable)."""
+    from video.io import list_frame_files
+
+    gts = (
+        [p for p in list_frame_files(gt_dir) if p.suffix.lower() == ".png"]
+        if Path(gt_dir).is_dir()
+        else []
+    )
+    if len(gts) != len(masks):
+        return None
+    r = evaluate_sequence([read_mask(p)[0] for p in masks], [read_mask(p)[0] for p in gts])
+    return {
+        "J": r["J"],
+        "F": r["F"],
+        "J&F": r["J&F"],
+        "frames": r["frames"],
+        "objects": {str(k): v for k, v in r["objects"].items()},
+    }
+
+
+def render_overlay(
+    video: str | Path,
+    out: str | Path,
+    masks: list[Path] | None = None,
+    keypoints: str | Path | None = None,
+    alpha: float = 0.5,
+    progress: StageProgress | None = None,
+) -> Path:
+    """The overlay video: masks tinted in their palette colours, keypoints as dots in their
+    object's colour, streamed frame by frame."""
+    import cv2
+
+    masks = [Path(p) for p in masks or []]
+    kp = read_keypoints_csv(keypoints) if keypoints else None
+    with open_video(video) as reader:
+        n = len(reader)
+        writer = VideoWriter(out, fps=reader.fps or 24.0)
+        try:
+            for t, frame in enumerate(reader):
+                img = frame
+                if t < len(masks):
+                    ids, pal = read_mask(masks[t])
+                    img = overlay(frame, ids, pal, alpha)
+                img = np.ascontiguousarray(img)
+                if kp is not None and t < len(kp["frames"]):
+                    r = max(3, img.shape[0] // 80)
+                    for (x, y), obj in zip(kp["frames"][t], kp["objects"]):
+                        c = (int(round(x)), int(round(y)))
+                        cv2.circle(img, c, r, tuple(int(v) for v in DAVIS_PALETTE[obj % 256]), -1)
+                        cv2.circle(img, c, r, (255, 255, 255), 1)
+                writer.write(img)
+                if progress:
+                    progress(t + 1, n, "overlay video")
+        finally:
+            writer.close()
+    return Path(out)
+
+
+def run_propagation(
+    video: str | Path,
+    out_dir: str | Path,
+    features,
+    cfg: PropagationConfig | None = None,
+    mask: str | Path | None = None,
+    points: list[tuple[float, ...]] | None = None,
+    ground_truth: str | Path | None = None,
+    impl: str = "local",
+    device: str = "cpu",
+    write_overlay: bool = True,
+    progress: StageProgress | None = None,
+    backend: str = "auto",
+) -> dict[str, Any]:
+    """Masks and/or keypoints through a video, scored against ground truth when given; the
+    result (paths, speed, J&F) is returned and written to out_dir/result.json."""
+    from engine.checkpoint import atomic_write
+
+    if mask is None and not points:
+        raise UserError("give a first-frame mask and/or keypoints to propagate")
+    out_dir = Path(out_dir)
+    result: dict[str, Any] = {"out": str(out_dir), "features": repr(features)}
+    t0, done_frames = time.perf_counter(), 0
+
+    def stage(name: str) -> Progress | None:
+        return (lambda d, n: progress(d, n, name)) if progress else None
+
+    if mask is not None:
+        res = propagate_video(
+            video,
+            mask,
+            out_dir,
+            features,
+            cfg,
+            impl,
+            device,
+            write_overlay,
+            stage("masks"),
+            backend,
+        )
+        result.update(
+            frames=res.frames,
+            masks=[str(p) for p in res.masks],
+            overlay=str(res.overlay) if res.overlay else None,
+            objects=res.objects,
+        )
+        done_frames += res.frames
+    if points:
+        csv = propagate_points(
+            video, points, out_dir, features, cfg, impl, device, stage("keypoints"), backend
+        )
+        result["keypoints"] = str(csv)
+        frames = len(read_keypoints_csv(csv)["frames"])
+        result.setdefault("frames", frames)
+        done_frames += frames
+    result["seconds"] = time.perf_counter() - t0
+    result["frames_per_s"] = done_frames / max(1e-9, result["seconds"])
+    if mask is not None and ground_truth:
+        result["jf"] = score_masks([Path(p) for p in result["masks"]], Path(ground_truth))
+    atomic_write(
+        out_dir / "result.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1))
+    )
+    return result
 
 
 # ----------------------------------------------------------------------------- DAVIS

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from app.cli import add_events_arg
+
 DEFAULT_INDEX = "photo-index"
 
 
@@ -47,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-workers", type=int, default=2, help="decoding processes")
     p.add_argument("--rebuild", action="store_true", help="start over (e.g. with another model)")
     p.add_argument("--json", action="store_true", help="print the update summary as JSON")
+    add_events_arg(p)
     p.set_defaults(func=run_index)
 
     s = sub.add_parser(
@@ -129,6 +132,9 @@ def run_index(args) -> int:
     from engine import distributed as D
 
     D.init_from_env(emb.device.type)  # under torchrun: each rank embeds a shard, rank 0 merges
+    job = args.job if D.is_main() else None
+    if job is not None:
+        job.progress(0, 0, "listing files")
     indexer = Indexer(
         folder,
         emb,
@@ -137,10 +143,12 @@ def run_index(args) -> int:
         args.videos,
         args.max_video_frames,
         progress=sys.stderr.isatty(),
+        on_progress=(lambda d, t: job.progress(d, t, "embedding")) if job is not None else None,
     )
     stats = indexer.update(args.paths, rebuild=args.rebuild)
     if not D.is_main():
         return 0
+    args.result = stats.as_dict()
     if args.json:
         print(json.dumps(stats.as_dict(), indent=1))
     else:

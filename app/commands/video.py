@@ -1,10 +1,13 @@
-"""`selfsup propagate` (a first-frame mask through a video) and `selfsup eval davis` (J&F)."""
+"""`selfsup propagate` (a first-frame mask / keypoints through a video), `selfsup overlay` and
+`selfsup eval davis` (J&F)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
+from app.cli import add_events_arg
 from engine.config import add_dataclass_args, collect_dataclass_args
 
 
@@ -50,8 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--points",
         nargs="+",
-        metavar="X,Y",
-        help="first-frame keypoints in pixels, written to <name>_keypoints.csv",
+        metavar="X,Y[,OBJ]",
+        help="first-frame keypoints in pixels (and the object they belong to), written to <name>_keypoints.csv",
     )
     p.add_argument(
         "--out",
@@ -60,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay video")
     p.add_argument(
+        "--ground-truth",
+        metavar="DIR",
+        help="annotation PNGs, one per frame: score the propagated masks with J&F",
+    )
+    add_events_arg(p)
+    p.add_argument(
         "--backend",
         default="auto",
         choices=["auto", "decord", "pyav", "folder"],
@@ -67,6 +76,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _features_args(p)
     p.set_defaults(func=run_propagate)
+    o = sub.add_parser("overlay", help="draw propagated masks and keypoints over a video")
+    o.add_argument("--video", required=True, help="video file or folder of frames")
+    o.add_argument("--masks", metavar="DIR", help="mask PNGs, one per frame (palette colours)")
+    o.add_argument("--keypoints", metavar="CSV", help="a keypoints CSV of `selfsup propagate`")
+    o.add_argument("--alpha", type=float, default=0.5, help="mask opacity (default: 0.5)")
+    o.add_argument("--out", required=True, help="output video (.mp4)")
+    add_events_arg(o)
+    o.set_defaults(func=run_overlay)
 
 
 def add_eval_commands(ev: argparse._SubParsersAction) -> None:
@@ -103,81 +120,80 @@ def add_eval_commands(ev: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_clips)
 
 
-def _parse_points(values: list[str]) -> list[tuple[float, float]]:
+def _parse_points(values: list[str]) -> list[tuple[float, ...]]:
+    """X,Y or X,Y,OBJECT (the object id the point belongs to, for colours and exports)."""
     from engine.errors import UserError
 
     out = []
     for v in values:
         try:
-            x, y = (float(t) for t in v.split(","))
+            parts = [float(t) for t in v.split(",")]
+            if len(parts) not in (2, 3):
+                raise ValueError
         except ValueError:
-            raise UserError(f"--points: '{v}' is not X,Y") from None
-        out.append((x, y))
+            raise UserError(f"--points: '{v}' is not X,Y or X,Y,OBJECT") from None
+        out.append((parts[0], parts[1], int(parts[2])) if len(parts) == 3 else tuple(parts))
     return out
 
 
 def run_propagate(args) -> int:
-    from tqdm import tqdm
-
+    from app.progress import Progress
     from engine.errors import UserError
-    from video.pipeline import propagate_points, propagate_video
+    from video.pipeline import run_propagation
 
     if not args.mask and not args.points:
         raise UserError("give a first-frame --mask PNG and/or --points X,Y ...")
     points = _parse_points(args.points) if args.points else None
     features, cfg, device = _setup(args)
-    bars: list = []
+    with Progress(args.job) as progress:
+        res = run_propagation(
+            args.video,
+            args.out,
+            features,
+            cfg,
+            mask=args.mask,
+            points=points,
+            ground_truth=args.ground_truth,
+            impl=args.impl,
+            device=device,
+            write_overlay=not args.no_overlay,
+            progress=progress,
+            backend=args.backend,
+        )
+    args.result = res
+    if points:
+        print(f"{len(points)} keypoint(s) through the video: {res['keypoints']}")
+    if args.mask:
+        print(
+            f"{res['frames']} frames, {len(res['objects'])} object(s), {res['frames_per_s']:.2f} frames/s with {features!r}"
+        )
+        print(
+            f"masks: {Path(res['masks'][0]).parent}/"
+            + (f"\noverlay: {res['overlay']}" if res["overlay"] else "")
+        )
+    if res.get("jf"):
+        jf = res["jf"]
+        print(f"J&F {jf['J&F']:.4f} (J {jf['J']:.4f}, F {jf['F']:.4f}) on {jf['frames']} frames")
+    return 0
 
-    def progress(done: int, total: int) -> None:
-        if not bars:
-            bars.append(tqdm(total=total, unit="frame", dynamic_ncols=True, desc="propagating"))
-        bars[0].update(done - bars[0].n)
-        rate = bars[0].format_dict.get("rate")
-        if rate:
-            bars[0].set_postfix(fps=f"{rate:.2f}")
 
-    def close_bars() -> None:
-        while bars:
-            bars.pop().close()
+def run_overlay(args) -> int:
+    from app.progress import Progress
+    from engine.errors import UserError
+    from video.io import list_frame_files
+    from video.pipeline import render_overlay
 
-    try:
-        if points:
-            csv = propagate_points(
-                args.video,
-                points,
-                args.out,
-                features,
-                cfg,
-                args.impl,
-                device,
-                progress,
-                args.backend,
-            )
-            close_bars()
-            print(f"{len(points)} keypoint(s) through the video: {csv}")
-        if args.mask:
-            res = propagate_video(
-                args.video,
-                args.mask,
-                args.out,
-                features,
-                cfg,
-                args.impl,
-                device,
-                not args.no_overlay,
-                progress,
-                args.backend,
-            )
-            close_bars()
-            print(
-                f"{res.frames} frames, {len(res.objects)} object(s), {res.fps:.2f} frames/s with {features!r}"
-            )
-            print(
-                f"masks: {res.out_dir / res.masks[0].parent.name}/"
-                + (f"\noverlay: {res.overlay}" if res.overlay else "")
-            )
-    finally:
-        close_bars()
+    if not args.masks and not args.keypoints:
+        raise UserError("give --masks FOLDER and/or --keypoints CSV to draw")
+    masks = None
+    if args.masks:
+        if not Path(args.masks).is_dir():
+            raise UserError(f"{args.masks}: no such folder of mask PNGs")
+        masks = [p for p in list_frame_files(args.masks) if p.suffix.lower() == ".png"]
+    with Progress(args.job) as progress:
+        out = render_overlay(args.video, args.out, masks, args.keypoints, args.alpha, progress)
+    args.result = {"out": str(out)}
+    print(f"wrote {out}")
     return 0
 
 

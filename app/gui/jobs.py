@@ -28,6 +28,7 @@ from PySide6.QtCore import (
 )
 
 from app.gui.errors import log, setup_logging
+from engine.events import EventTail
 
 
 def cli_command(args: list[str]) -> list[str]:
@@ -39,6 +40,7 @@ class CliJob(QObject):
     """One `selfsup ...` child process with line-wise output and a one-line error on failure."""
 
     output = Signal(str)  # each line of stdout / stderr (tqdm's \r updates split into lines)
+    event = Signal(dict)  # each record of the command's --events stream (progress, done, error)
     finished = Signal(int, str)  # exit code, one-line error message ("" on success or stop)
 
     def __init__(self, parent: QObject | None = None, kill_after_s: float = 30.0):
@@ -54,12 +56,29 @@ class CliJob(QObject):
         self._kill_timer = QTimer(self)
         self._kill_timer.setSingleShot(True)
         self._kill_timer.timeout.connect(self.kill)
+        self.tail: EventTail | None = None
+        self.result: dict[str, Any] | None = None  # the `done` record's result
+        self._events_timer = QTimer(self)
+        self._events_timer.setInterval(100)
+        self._events_timer.timeout.connect(self._poll_events)
 
-    def start(self, args: list[str], cwd: str | Path | None = None, module: str = "app") -> None:
-        """Run `python -m <module> args...` (module "app" is the `selfsup` CLI; "app.gui.worker"
-        the app's own worker tasks)."""
+    def start(
+        self,
+        args: list[str],
+        cwd: str | Path | None = None,
+        module: str = "app",
+        events: str | Path | None = None,
+    ) -> None:
+        """Run `python -m <module> args...` (module "app" is the `selfsup` CLI). With `events`,
+        the command writes its progress there (`--events FILE`) and `event` relays each record."""
         if self.is_running():
             raise RuntimeError("job already running")
+        self.result, self.tail = None, None
+        if events is not None:
+            Path(events).unlink(missing_ok=True)
+            args = [*args, "--events", str(events)]
+            self.tail = EventTail(events)
+            self._events_timer.start()
         self.args, self.module, self.lines, self.stopping = list(args), module, [], False
         self._buf = {"out": "", "err": ""}
         proc = QProcess(self)
@@ -144,15 +163,21 @@ class CliJob(QObject):
         tail = [ln for ln in self.lines if ln.strip()]
         last = tail[-1].strip() if tail else ""
         what = f"exit code {code}" if code >= 0 else "it was killed"
-        name = (
-            " ".join(cli_command(self.args[:1]))
-            if self.module == "app"
-            else f"the {self.args[0] if self.args else ''} worker"
-        )
+        name = " ".join(cli_command(self.args[:1]))
         return f"{name} stopped unexpectedly ({what}){': ' + last if last else ''}"
+
+    def _poll_events(self) -> None:
+        if self.tail is None:
+            return
+        for e in self.tail.poll():
+            if e.get("type") == "done":
+                self.result = e.get("result") or {}
+            self.event.emit(e)
 
     def _on_finished(self, code: int, status: QProcess.ExitStatus) -> None:
         self._kill_timer.stop()
+        self._events_timer.stop()
+        self._poll_events()
         for which in ("out", "err"):
             self._read(which)
             if self._buf[which].strip():

@@ -121,10 +121,3 @@ def read_result(out: Path) -> dict:
         return json.loads((out / "result.json").read_text())
     except (OSError, ValueError):
         return {}
-
-
-def read_keypoints(out: Path) -> dict | None:
-    try:
-        return json.loads((out / "keypoints.json").read_text())
-    except (OSError, ValueError):
-        return None

@@ -1,5 +1,5 @@
 """Only app/gui may import Qt: engine, video and multimodal (and the CLI that trains) stay
-Qt-free, so they run headless, in worker processes and under torchrun."""
+Qt-free, so they run headless, in child processes and under torchrun."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from app.registry_all import load_all
 load_all()
 from app.cli import build_parser
 build_parser(["train", "--help"])
-import app.gui.worker  # the app's worker process is Qt-free too
+import app.progress  # the CLI's progress reporting is Qt-free too
 qt = sorted(m for m in sys.modules if m.split(".")[0] in QT)
 print("QT:" + ",".join(qt))
 print("MODULES:" + str(len([m for m in sys.modules if m.split(".")[0] in ("engine", "video", "multimodal")])))
@@ -52,7 +52,7 @@ def test_no_qt_import_in_source_below_app():
     roots = [REPO / "engine", REPO / "video", REPO / "multimodal", REPO / "app" / "commands"]
     files = [p for r in roots for p in r.rglob("*.py")] + [
         REPO / "app" / "cli.py",
-        REPO / "app" / "gui" / "worker.py",
+        REPO / "app" / "progress.py",
     ]
     for path in files:
         text = path.read_text(encoding="utf-8", errors="replace")

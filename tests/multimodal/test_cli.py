@@ -19,10 +19,14 @@ def test_index_search_and_eval_commands(tmp_path, photos, capsys, make_photo_fn)
 
     assert main(["index", str(photos), "--index", idx, *model, "--num-workers", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"] == 6
+    events = tmp_path / "index-events.jsonl"
     assert (
-        main(["index", "--index", idx, "--num-workers", "0"]) == 0
+        main(["index", "--index", idx, "--num-workers", "0", "--events", str(events)]) == 0
     )  # model and roots from the index
     assert "6 unchanged" in capsys.readouterr().out
+    recs = [json.loads(line) for line in events.read_text().splitlines()]
+    assert recs[0]["type"] == "progress" and recs[0]["stage"] == "listing files"
+    assert recs[-1]["type"] == "done" and recs[-1]["result"]["unchanged"] == 6
 
     query = photos / "a" / "p1.png"
     sheet = tmp_path / "sheet.png"

@@ -17,6 +17,7 @@ from video.propagation import (
     PropagationConfig,
     Propagator,
     dense_affinity_labels,
+    labels_to_ids,
     local_affinity_labels,
     propagate_keypoints,
     propagate_masks,
@@ -189,7 +190,7 @@ def test_cli_keypoints(sample, tmp_path, capsys):
                 str(sample / "shapes.mp4"),
                 "--points",
                 "96,57",
-                "22,28",
+                "22,28,2",
                 "--out",
                 str(out),
                 "--n-last",
@@ -199,7 +200,12 @@ def test_cli_keypoints(sample, tmp_path, capsys):
         == 0
     )
     rows = (out / "shapes_keypoints.csv").read_text().splitlines()
-    assert rows[0] == "frame,point,x,y" and len(rows) == 1 + 48 * 2
+    assert rows[0] == "frame,point,object,x,y" and len(rows) == 1 + 48 * 2
+    assert rows[1].split(",")[:3] == ["00000", "0", "1"] and rows[2].split(",")[:3] == [
+        "00000",
+        "1",
+        "2",
+    ]
     assert (
         main(
             [
@@ -216,3 +222,30 @@ def test_cli_keypoints(sample, tmp_path, capsys):
     )
     assert "outside the 128x128 frame" in capsys.readouterr().err
     assert main(["propagate", "--video", str(sample / "shapes.mp4"), "--out", str(out)]) == 2
+
+
+def test_first_frame_labels_are_downsampled_nearest_as_dino():
+    """DINO's read_seg resizes the first mask with PIL NEAREST (pixel centres), not an average."""
+    prop = Propagator(lambda x: x, PropagationConfig())
+    labels = torch.zeros(2, 8, 8)
+    labels[1, 0:3, 0:3] = 1  # a 3x3 object in the top-left 4x4 cell: 9/16 of its area
+    labels[0] = 1 - labels[1]
+    small = prop.reset(torch.zeros(4, 2, 2), labels)
+    # the cell (0, 0) samples pixel (2, 2), inside the object: exactly one-hot, no 9/16 mixture
+    assert small[:, 0, 0].tolist() == [0.0, 1.0]
+    assert small[1].sum() == 1.0 and set(small.unique().tolist()) == {0.0, 1.0}
+
+
+def test_labels_to_ids_upsamples_by_the_stride_then_resizes_the_ids_nearest():
+    """DINO: bilinear x patch size, norm_mask, argmax, then a nearest resize to the frame."""
+    soft = torch.zeros(2, 2, 2)
+    soft[1, 0, 0] = 1.0
+    soft[0] = 1 - soft[1]
+    # by hand: bilinear x4 along one axis gives a = [1, 1, .875, .625, .375, .125, 0, 0]; the
+    # object wins where a_i * a_j > 0.5: rows/cols 0..3 except (3, 3), on the 8 x 8 grid
+    a = torch.tensor([1, 1, 0.875, 0.625, 0.375, 0.125, 0, 0])
+    small = (a[:, None] * a[None] > 0.5).numpy().astype(np.uint8)
+    assert small.sum() == 14
+    expected = np.kron(small, np.ones((2, 2), np.uint8)) * 7  # nearest x2 to the 16 x 16 frame
+    out = labels_to_ids(soft, (16, 16), [0, 7], factor=4)
+    assert np.array_equal(out, expected)

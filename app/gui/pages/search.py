@@ -1,8 +1,9 @@
 """Search page: index a photo folder with a CLIP model, then search it by text or by a photo.
 
-Indexing (new or changed files only) runs in a worker process with progress and cancel; an
-interrupted index resumes next time (multimodal.index keeps finished chunks). Queries run in a
-worker thread with the index's own model, loaded once and kept.
+Indexing (new or changed files only) runs `selfsup index` in a child process, followed through
+its --events stream (progress, cancel); an interrupted index resumes next time (multimodal.index
+keeps finished chunks). Queries run in a worker thread with the index's own model, loaded once
+and kept.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class SearchPage(Page):
         self.hits: list = []
         self._gen = 0
         self.job = CliJob(self, kill_after_s=5)
-        self.job.output.connect(self._on_output)
+        self.job.event.connect(self._on_event)
         self.job.finished.connect(self._on_finished)
         self.setAcceptDrops(True)
 
@@ -290,34 +291,22 @@ class SearchPage(Page):
         index_dir = Path(self.index_picker.path() or default_index_dir(folder)).expanduser()
         self.index_picker.set_path(str(index_dir), emit=False)
         model, weights = self.model_combo.currentText().strip(), self.weights.text().strip()
-        existing = index_dir / "index.json"
-        if existing.exists():
-            try:
-                recorded = json.loads(existing.read_text()).get("model", {})
-                if recorded.get("source"):  # an update keeps the index's model (mixing is refused)
-                    model, weights = recorded["source"], recorded.get("pretrained", "")
-            except (OSError, ValueError):
-                pass
-        if not model:
+        exists = (index_dir / "index.json").exists()
+        if not model and not exists:
             show_error(
                 self,
                 "choose a CLIP model: a run folder trained with the “clip” method, or an open_clip model name with weights",
             )
             return
-        spec = {
-            "paths": [str(Path(folder).expanduser().resolve())],
-            "index": str(index_dir),
-            "model": model,
-            "pretrained": weights,
-            "num_workers": 0 if self._single_core() else 2,
-        }
+        args = ["index", str(Path(folder).expanduser().resolve()), "--index", str(index_dir)]
+        if not exists:  # an update keeps the index's recorded model (mixing is refused)
+            args += ["--model", model] + (["--pretrained", weights] if weights else [])
+        args += ["--num-workers", "0" if self._single_core() else "2"]
         index_dir.mkdir(parents=True, exist_ok=True)
-        spec_path = index_dir.parent / f".{index_dir.name}-spec.json"
-        spec_path.write_text(json.dumps(spec))
         self.folder_picker.remember()
         self.progress.setRange(0, 0)
         self.index_info.setText("starting…")
-        self.job.start(["index", str(spec_path)], module="app.gui.worker")
+        self.job.start(args, events=index_dir.parent / f".{index_dir.name}-events.jsonl")
         self._update_state()
 
     @staticmethod
@@ -334,17 +323,15 @@ class SearchPage(Page):
             self.index_info.setText("cancelling… (finished parts are kept and reused next time)")
             self.job.kill()
 
-    def _on_output(self, line: str) -> None:
-        if line.startswith("@progress "):
-            p = json.loads(line[len("@progress ") :])
-            if p.get("total"):
-                self.progress.setRange(0, int(p["total"]))
-                self.progress.setValue(int(p["done"]))
-                self.index_info.setText(f"{p.get('stage', '')}: {p['done']} / {p['total']} files")
-            else:
-                self.index_info.setText(p.get("stage", ""))
-        elif line.startswith("@result "):
-            self._last_stats = json.loads(line[len("@result ") :])
+    def _on_event(self, e: dict) -> None:
+        if e.get("type") != "progress":
+            return
+        if e.get("total"):
+            self.progress.setRange(0, int(e["total"]))
+            self.progress.setValue(int(e["done"]))
+            self.index_info.setText(f"{e.get('stage', '')}: {e['done']} / {e['total']} files")
+        else:
+            self.index_info.setText(e.get("stage", ""))
 
     def _on_finished(self, code: int, message: str) -> None:
         cancelled = self.job.stopping
@@ -361,7 +348,7 @@ class SearchPage(Page):
             self.settings.add_recent("indexes", self.index_picker.path())
             self.index_picker.refresh_recent()
             self.refresh_index_info()
-            s = getattr(self, "_last_stats", {})
+            s = self.job.result or {}
             if s:
                 self.index_info.setText(
                     self.index_info.text()

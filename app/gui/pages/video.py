@@ -1,8 +1,9 @@
 """Video page: annotate the first frame, propagate through the video, scrub and export.
 
 Paint objects (each its DAVIS colour) or load a palette PNG; place keypoints; pick the
-features (Lab colour, or any trained model); propagation runs in a worker process
-(app.gui.worker) with progress and cancel; the timeline then shows every frame with its mask.
+features (Lab colour, or any trained model); propagation runs `selfsup propagate` in a child
+process, followed through its --events stream (progress, cancel); the timeline then shows every
+frame with its mask.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from app.gui.video_model import (
     LoadedVideo,
     gt_first_mask,
     load_video,
-    read_keypoints,
     read_result,
     resolve_source,
 )
@@ -84,7 +84,7 @@ class VideoPage(Page):
         self._mask_cache: dict[int, np.ndarray] = {}
         self._gen = 0
         self.job = CliJob(self, kill_after_s=5)
-        self.job.output.connect(self._on_output)
+        self.job.event.connect(self._on_event)
         self.job.finished.connect(self._on_finished)
         self._job_kind = ""
 
@@ -549,7 +549,7 @@ class VideoPage(Page):
         self.canvas.alpha = v
         self.canvas._refresh_overlay()
 
-    # ---- propagation (worker process) ---------------------------------------------------------
+    # ---- propagation (`selfsup propagate` child process) ----------------------------------------
     def propagate(self) -> None:
         v = self.video
         if v is None:
@@ -566,35 +566,35 @@ class VideoPage(Page):
             )
             return
         try:
-            cfg = self.prop_form.values()
+            self.prop_form.values()  # a bad value is shown here, not by the child
         except Exception as e:  # noqa: BLE001
             show_error(self, e)
             return
+        from app.gui.config_form import flag_value
         from video.masks import write_mask
 
         out = data_dir() / "propagation" / f"{v.source.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         out.mkdir(parents=True, exist_ok=True)
-        spec = {
-            "video": str(v.source.frames),
-            "features": self.features_combo.currentData() or "lab",
-            "config": cfg,
-            "out": str(out),
-            "points": [list(p) for p in points],
-            "ground_truth": str(v.source.ground_truth) if v.source.ground_truth else None,
-        }
+        args = ["propagate", "--video", str(v.source.frames), "--out", str(out)]
+        args += ["--checkpoint", self.features_combo.currentData() or "lab"]
+        for k, val in self.prop_form.changed_values().items():
+            args += ["--" + k.replace("_", "-"), flag_value(val)]
         if has_mask:
             write_mask(out / "first.png", ids)
-            spec["mask"] = str(out / "first.png")
-        (out / "spec.json").write_text(json.dumps(spec, indent=1))
+            args += ["--mask", str(out / "first.png")]
+        if points:
+            args += ["--points", *(f"{x:g},{y:g},{int(o)}" for x, y, o in points)]
+        if v.source.ground_truth:
+            args += ["--ground-truth", str(v.source.ground_truth)]
         self.first_ids, self.first_points = (ids.copy() if ids is not None else None), list(points)
         self._pending_out = out
-        self._start_worker("propagate", out / "spec.json")
-        self.prop_label.setText("starting the worker…")
+        self._start_job("propagate", args, out / "events.jsonl")
+        self.prop_label.setText("starting…")
 
-    def _start_worker(self, kind: str, spec: Path) -> None:
+    def _start_job(self, kind: str, args: list[str], events: Path) -> None:
         self._job_kind = kind
         self.progress.setRange(0, 0)
-        self.job.start([kind, str(spec)], module="app.gui.worker")
+        self.job.start(args, events=events)
         self._update_state()
 
     def is_active(self) -> bool:
@@ -605,18 +605,16 @@ class VideoPage(Page):
             self.prop_label.setText("cancelling…")
             self.job.kill()
 
-    def _on_output(self, line: str) -> None:
-        if line.startswith("@progress "):
-            p = json.loads(line[len("@progress ") :])
-            total = int(p.get("total") or 0)
-            if total:
-                self.progress.setRange(0, total)
-                self.progress.setValue(int(p["done"]))
-            stage = p.get("stage", "")
-            fps = f" · {p['fps']:.1f} frames/s" if p.get("fps") else ""
-            self.prop_label.setText(f"{stage}: {p['done']} / {total}{fps}" if total else stage)
-        elif line.startswith("@result "):
-            self._last_result = json.loads(line[len("@result ") :])
+    def _on_event(self, e: dict) -> None:
+        if e.get("type") != "progress":
+            return
+        total = int(e.get("total") or 0)
+        if total:
+            self.progress.setRange(0, total)
+            self.progress.setValue(int(e["done"]))
+        stage = e.get("stage", "")
+        fps = f" · {e['rate']:.1f} frames/s" if e.get("rate") else ""
+        self.prop_label.setText(f"{stage}: {e['done']} / {total}{fps}" if total else stage)
 
     def _on_finished(self, code: int, message: str) -> None:
         kind, cancelled = self._job_kind, self.job.stopping
@@ -635,14 +633,17 @@ class VideoPage(Page):
         if kind == "propagate":
             self.show_result(self._pending_out)
         else:
-            self.prop_label.setText(f"wrote {getattr(self, '_last_result', {}).get('out', '')}")
+            self.prop_label.setText(f"wrote {(self.job.result or {}).get('out', '')}")
 
     def show_result(self, out: str | Path) -> None:
         """Load a finished propagation (masks, keypoints, J&F) onto the timeline."""
         out = Path(out)
         self.result_dir = out
         self.result = read_result(out)
-        self.keypoints = read_keypoints(out)
+        from video.pipeline import read_keypoints_csv
+
+        kp = self.result.get("keypoints")
+        self.keypoints = read_keypoints_csv(kp) if kp and Path(kp).exists() else None
         self._mask_cache.clear()
         secs, fps = self.result.get("seconds", 0), self.result.get("frames_per_s", 0)
         self.prop_label.setText(f"done in {secs:.1f}s ({fps:.1f} frames/s) · results in {out.name}")
@@ -672,13 +673,14 @@ class VideoPage(Page):
             self.export_masks(folder)
 
     def export_masks(self, folder: str | Path) -> Path:
-        """DAVIS layout: <folder>/<sequence>/00000.png ... (palette PNGs), keypoints.json beside."""
+        """DAVIS layout: <folder>/<sequence>/00000.png ... (palette PNGs), the keypoints CSV beside."""
         dest = Path(folder) / (self.video.source.name if self.video else "masks")
         dest.mkdir(parents=True, exist_ok=True)
         for p in self.result.get("masks") or []:
             shutil.copy2(p, dest / Path(p).name)
-        if (self.result_dir / "keypoints.json").exists():
-            shutil.copy2(self.result_dir / "keypoints.json", dest / "keypoints.json")
+        kp = self.result.get("keypoints")
+        if kp and Path(kp).exists():
+            shutil.copy2(kp, dest / Path(kp).name)
         self.prop_label.setText(f"exported to {dest}")
         return dest
 
@@ -706,16 +708,14 @@ class VideoPage(Page):
             shutil.copy2(made, path)
             self.prop_label.setText(f"wrote {path}")
             return
-        spec = {
-            "video": str(self.video.source.frames),
-            "masks": self.result.get("masks"),
-            "keypoints": self.result.get("keypoints"),
-            "alpha": self.opacity.value() / 255,
-            "out": str(path),
-        }
-        f = self.result_dir / "overlay-spec.json"
-        f.write_text(json.dumps(spec))
-        self._start_worker("overlay", f)
+        args = ["overlay", "--video", str(self.video.source.frames), "--out", str(path)]
+        args += ["--alpha", f"{self.opacity.value() / 255:.3f}"]
+        masks = self.result.get("masks")
+        if masks:
+            args += ["--masks", str(Path(masks[0]).parent)]
+        if self.result.get("keypoints"):
+            args += ["--keypoints", self.result["keypoints"]]
+        self._start_job("overlay", args, self.result_dir / "overlay-events.jsonl")
 
     # ---- state -----------------------------------------------------------------------------
     def _update_state(self) -> None:
