@@ -5,8 +5,11 @@ last `n_last` frames. For each target position, source positions outside a (2r+1
 (in feature cells) are dropped, the rest are weighted exp(cos / T), only the weights >= the k-th
 largest are kept (ties included), they are normalised to sum 1, and the target's label is the
 weighted mean of the sources' soft labels. The soft labels at feature resolution then join the
-context (DINO keeps the soft map, not its argmax). Output masks: bilinear upsampling to the frame
-size, each channel rescaled to [0, 1] (DINO's norm_mask), argmax.
+context (DINO keeps the soft map, not its argmax). The first frame's labels enter at feature
+resolution by nearest-neighbour downsampling (DINO's read_seg: PIL resize with NEAREST). Output
+masks as DINO's eval_video_segmentation.py: bilinear upsampling by the feature stride (the patch
+size), each channel rescaled to [0, 1] (norm_mask), argmax, then a nearest resize of the id map
+to the frame size.
 
 Two implementations of the same arithmetic:
 - `dense_affinity_labels`: the plain reference, the full [M*N, N] affinity with a window mask,
@@ -243,10 +246,12 @@ class Propagator:
         f = self.features(x.contiguous()).float()
         return F.normalize(f, dim=1)
 
-    def reset(self, feat0: torch.Tensor, labels0: torch.Tensor) -> torch.Tensor:
-        """feat0 [C, h, w]; labels0 [K, H, W] float at frame resolution -> [K, h, w] (area-averaged)."""
+    def reset(self, feat0: torch.Tensor, labels0: torch.Tensor, mode: str = "nearest-exact"):
+        """feat0 [C, h, w]; labels0 [K, H, W] float at frame resolution -> [K, h, w]. Masks are
+        sampled nearest (DINO; "nearest-exact" is PIL's pixel-centre rule); keypoint heatmaps
+        pass mode="area" so a peak between cell centres is not lost."""
         small = F.interpolate(
-            labels0[None].float().to(self.device), size=feat0.shape[-2:], mode="area"
+            labels0[None].float().to(self.device), size=feat0.shape[-2:], mode=mode
         )[0]
         self.first = (feat0, small)
         self.recent.clear()
@@ -270,16 +275,26 @@ def upsample(soft: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 
 
 def labels_to_ids(
-    soft: torch.Tensor, hw: tuple[int, int], ids: list[int], norm_mask: bool = True
+    soft: torch.Tensor,
+    hw: tuple[int, int],
+    ids: list[int],
+    norm_mask: bool = True,
+    factor: int | None = None,
 ) -> np.ndarray:
-    """Soft [K, h, w] -> object-id map [H, W] (channel c stands for ids[c])."""
-    up = upsample(soft, hw)
+    """Soft [K, h, w] -> object-id map [H, W] (channel c stands for ids[c]), as DINO: bilinear
+    upsampling by `factor` (the feature stride; default round(H / h)), norm_mask, argmax, nearest
+    resize of the ids to H x W."""
+    f = factor or max(1, round(hw[0] / soft.shape[-2]))
+    size = (soft.shape[-2] * f, soft.shape[-1] * f)
+    up = F.interpolate(soft[None].float(), size=size, mode="bilinear", align_corners=False)[0]
     if norm_mask:
         lo = up.flatten(1).min(1).values.view(-1, 1, 1)
         hi = up.flatten(1).max(1).values.view(-1, 1, 1)
         up = torch.where(hi > 0, (up - lo) / (hi - lo).clamp(min=1e-12), up)
-    idx = up.argmax(0).cpu().numpy()
-    return np.asarray(ids, np.uint8)[idx]
+    idx = up.argmax(0)
+    if tuple(idx.shape) != tuple(hw):
+        idx = F.interpolate(idx[None, None].float(), size=hw, mode="nearest-exact")[0, 0].long()
+    return np.asarray(ids, np.uint8)[idx.cpu().numpy()]
 
 
 def ids_to_onehot(ids_map: np.ndarray, ids: list[int]) -> torch.Tensor:
@@ -300,7 +315,10 @@ def _batches(frames: Iterable, n: int) -> Iterator[list]:
 
 
 def propagate_soft(
-    prop: Propagator, frames: Iterable[np.ndarray], labels0: torch.Tensor
+    prop: Propagator,
+    frames: Iterable[np.ndarray],
+    labels0: torch.Tensor,
+    mode: str = "nearest-exact",
 ) -> Iterator[torch.Tensor]:
     """Yield soft labels at feature resolution for every frame (the first from labels0)."""
     started = False
@@ -309,7 +327,7 @@ def propagate_soft(
         for f in feats:
             if not started:
                 started = True
-                yield prop.reset(f, labels0)
+                yield prop.reset(f, labels0, mode)
             else:
                 yield prop.step(f)
 
@@ -333,7 +351,8 @@ def propagate_masks(
     onehot = ids_to_onehot(first_ids, ids)
     hw = first_ids.shape
     for t, soft in enumerate(propagate_soft(prop, frames, onehot)):
-        yield first_ids if t == 0 else labels_to_ids(soft, hw, ids, prop.cfg.norm_mask)
+        stride = getattr(features, "stride", None)
+        yield first_ids if t == 0 else labels_to_ids(soft, hw, ids, prop.cfg.norm_mask, stride)
 
 
 def keypoint_heatmaps(points: np.ndarray, hw: tuple[int, int], sigma: float) -> torch.Tensor:
@@ -373,7 +392,7 @@ def propagate_keypoints(
         yield first
         yield from it
 
-    for t, soft in enumerate(propagate_soft(prop, chain(), heat)):
+    for t, soft in enumerate(propagate_soft(prop, chain(), heat, mode="area")):
         if t == 0:
             yield np.asarray(points, np.float32).reshape(-1, 2)
             continue

@@ -72,8 +72,10 @@ def test_lab_propagation_tracks_the_sample_objects(sample_frames_dir, sample_mas
     gts = [read_mask(p)[0] for p in sorted(sample_masks_dir.glob("*.png"))]
     preds = list(propagate_masks(iter(frames), gts[0], LabFeatures(8)))
     res = evaluate_sequence(preds, gts)
-    # measured J 0.907, F 0.961 (J&F 0.934); a tracker that drops either object scores <= 0.5
-    assert res["J"] > 0.85 and res["objects"][1]["J"] > 0.8 and res["objects"][2]["J"] > 0.8
+    # measured J 0.831, F 0.793 with DINO's protocol (first mask sampled nearest onto the 16 x 16
+    # feature grid; 0.906 / 0.961 with the area average it replaced); a tracker that drops either
+    # object scores <= 0.5
+    assert res["J"] > 0.78 and res["objects"][1]["J"] > 0.75 and res["objects"][2]["J"] > 0.7
     # the fast path gives exactly the dense reference's masks (first 12 frames, for time)
     dense = list(propagate_masks(iter(frames[:12]), gts[0], LabFeatures(8), impl="dense"))
     assert all(np.array_equal(a, b) for a, b in zip(preds[:12], dense))
