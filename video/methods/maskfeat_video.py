@@ -1,12 +1,14 @@
 """MaskFeat on clips (Wei et al. 2022, video setting): a video ViT over 2 x p x p space-time cubes,
 random cube masking of 40% of the tokens with a [MASK] token, and a linear head regressing the
 HOG features of each masked cube (the image MaskFeat's HOG, `engine.hog`: 9 unsigned bins,
-per-cell L2 normalisation, one histogram per RGB channel), the HOG of its 2 frames concatenated.
-L2 loss on masked tokens only.
+per-cell L2 normalisation, one histogram per RGB channel) of one frame per cube, the cube's first:
+SlowFast's _get_hog_label_3d takes the frames at the patch's temporal stride
+(`input_frames[:, :, ::PATCH_STRIDE[0]]`). L2 loss on masked tokens only.
 
-Cube masking (the paper's space-time version of block masking): cubes with a random temporal
-extent and a BEiT-style random spatial block (area and log-aspect drawn at random) are added until
-the masked fraction is reached; the last cube is trimmed so every clip masks exactly the ratio.
+Cube masking (SlowFast's MaskingGenerator3D): cubes with a random temporal extent (1..t) and a
+random spatial block of area U(0.2, 1.0) * h * w and log-uniform aspect in [0.3, 1/0.3] are
+added until the masked fraction is reached; the last cube is trimmed so every clip masks exactly
+the ratio.
 Scaled down: cube 2 x 4 x 4 at 32 px (the engine's patch rule), 4-frame clips.
 """
 
@@ -70,9 +72,7 @@ def cube_masks(
         m = out[b]
         count = 0
         while count < target:
-            area = max(
-                1.0, (0.1 + 0.4 * rand()) * h * w * min(ratio * 2, 1.0)
-            )  # BEiT-style block size
+            area = (0.2 + 0.8 * rand()) * h * w  # MaskingGenerator3D's block area
             aspect = math.exp(math.log(0.3) + rand() * (math.log(1 / 0.3) - math.log(0.3)))
             bh = max(1, min(h, int(round(math.sqrt(area * aspect)))))
             bw = max(1, min(w, int(round(math.sqrt(area / aspect)))))
@@ -92,13 +92,11 @@ def cube_masks(
 
 
 def cube_hog_targets(frames: Tensor, patch: int, tubelet: int, cell: int, bins: int) -> Tensor:
-    """frames [B, T, 3, S, S] -> [B, (T/tubelet)*gh*gw, tubelet*F]: each cube's per-frame HOG
-    (F = 3*bins*(patch/cell)^2 values per patch) concatenated over its frames."""
+    """frames [B, T, 3, S, S] -> [B, (T/tubelet)*gh*gw, F]: the HOG of each cube's first frame
+    (frames at the cube's temporal stride, as SlowFast), F = 3*bins*(patch/cell)^2 per patch."""
     b, t = frames.shape[:2]
-    per = hog_patch_targets(frames.flatten(0, 1), patch, cell, bins)  # [B*T, N, F]
-    n, f = per.shape[1:]
-    per = per.view(b, t // tubelet, tubelet, n, f).permute(0, 1, 3, 2, 4)
-    return per.reshape(b, (t // tubelet) * n, tubelet * f)
+    per = hog_patch_targets(frames[:, ::tubelet].flatten(0, 1), patch, cell, bins)  # [B*T', N, F]
+    return per.reshape(b, -1, per.shape[-1])
 
 
 class MaskFeatVideo(Method):
@@ -107,7 +105,7 @@ class MaskFeatVideo(Method):
         self.backbone, self.cfg = backbone, cfg
         p = backbone.patch_size
         self.cell = auto_cell(p, cfg.hog_cell)
-        self.target_dim = backbone.tubelet * 3 * cfg.hog_bins * (p // self.cell) ** 2
+        self.target_dim = 3 * cfg.hog_bins * (p // self.cell) ** 2  # one frame per cube
         self.head = nn.Linear(backbone.embed_dim, self.target_dim)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
@@ -150,6 +148,8 @@ register_method(
         ),
         data="clips",
         family="video",
+        produces=("clip",),  # the method itself embeds clips (clip_embedding)
+        features=lambda method, kind, source: method,
         # paper (Kinetics): AdamW, lr 8e-4 per 512 -> 4e-4 per 256, weight decay 0.05, warm-up
         defaults={
             "backbone": "vit_tiny",
