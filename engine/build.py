@@ -28,7 +28,9 @@ def apply_method_defaults(
             o[k] = v
     t["method"] = method
     cfg = TrainConfig(**{k: v for k, v in t.items() if k != "optim"}, optim=OptimConfig(**o))
-    make_config(spec.config_cls, cfg.method_args)  # validate early, with the valid names listed
+    m = make_config(spec.config_cls, cfg.method_args)  # validate early, valid names listed
+    if spec.backbone_option:  # e.g. CLIP's `model`: the run's backbone is what it names
+        cfg.backbone = str(getattr(m, spec.backbone_option))
     return cfg
 
 
@@ -62,6 +64,19 @@ def resume(
     for k, v in (overrides or {}).items():
         setattr(cfg, k, v)
     return train(cfg, resume=True, callbacks=callbacks)
+
+
+def config_of(source: str | Path | RunDir | ModelSource) -> TrainConfig:
+    """The TrainConfig a run or training checkpoint was trained with."""
+    src = resolve(source)
+    if src.run is not None:
+        return src.run.config()
+    from engine.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(src.path) if src.kind == "checkpoint" else None
+    if not isinstance(ck, dict) or "config" not in ck:
+        raise UserError(f"{src}: not a selfsup training checkpoint (no method config)")
+    return TrainConfig.from_dict(ck["config"])
 
 
 def load_method(source: str | Path | RunDir | ModelSource, device: Any = "cpu"):

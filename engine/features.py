@@ -124,6 +124,57 @@ def backbone_from_checkpoint(ck: dict[str, Any], source: str) -> nn.Module:
     return backbone
 
 
+def method_spec_of(source: Any):
+    """The MethodSpec a run or training checkpoint was trained with; None for exports, named
+    models, plain state dicts, and methods whose package is not loaded."""
+    from engine.registry import get_method
+
+    src = resolve(source)
+    if src.kind != "checkpoint":
+        return None
+    name = src.run.method() if src.run is not None else None
+    if not name:
+        ck = load_checkpoint(src.path)
+        name = ck.get("method") if isinstance(ck, dict) else None
+    try:
+        return get_method(name) if name else None
+    except UserError:
+        return None
+
+
+def produces(source: Any) -> tuple[str, ...]:
+    """The feature kinds (engine.registry.FEATURE_KINDS) a model source can give."""
+    from engine.registry import BACKBONE_KINDS
+
+    spec = method_spec_of(source)
+    return spec.produces if spec is not None else BACKBONE_KINDS
+
+
+def load_features(source: Any, kind: str = "global", device: str | torch.device = "cpu"):
+    """The extractor of one kind for any model source: what its method declares it produces
+    (a FeatureExtractor over the backbone unless the method builds its own). Consumers ask by
+    kind, never by method name."""
+    from engine.registry import BACKBONE_KINDS, FEATURE_KINDS
+
+    if kind not in FEATURE_KINDS:
+        raise ValueError(f"unknown feature kind {kind!r}")
+    src = resolve(source)
+    spec = method_spec_of(src)
+    kinds = spec.produces if spec is not None else BACKBONE_KINDS
+    if kind not in kinds:
+        what = f"a {spec.name} model" if spec is not None else "this model"
+        raise UserError(
+            f"{src}: {what} gives {' / '.join(kinds)} features, not {kind} ({FEATURE_KINDS[kind]})"
+        )
+    if spec is not None and spec.features is not None:
+        from engine.build import load_method
+
+        out = spec.features(load_method(src, device)[0], kind, src)
+        if out is not None:
+            return out
+    return load_feature_extractor(src, device)
+
+
 def _torchvision_arch(state: dict[str, torch.Tensor]) -> str:
     """Bottleneck blocks (conv3) mean ResNet-50; basic blocks ResNet-18."""
     return "resnet50" if "layer1.0.conv3.weight" in state else "resnet18"

@@ -8,6 +8,16 @@ from typing import Any
 
 from engine.errors import UserError
 
+# What a trained model can give its consumers; each consumer asks for one kind by name.
+FEATURE_KINDS = {
+    "global": "one embedding per image [B, D] (kNN, linear probe, neighbours, search)",
+    "dense": "a feature map per image [B, C, h, w] (label propagation, PCA of patches)",
+    "clip": "one embedding per video clip [B, D] (clip retrieval, kNN)",
+    "image_text": "image and text embeddings in one space (photo search, zero-shot)",
+    "reconstruction": "the pretext task's own output (MAE reconstructions, colorizations)",
+}
+BACKBONE_KINDS = ("global", "dense")  # what any backbone gives (exports, named models)
+
 
 @dataclass
 class MethodSpec:
@@ -18,6 +28,14 @@ class MethodSpec:
     data: str = "images"
     family: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
+    # What the trained model gives (FEATURE_KINDS). "global"/"dense" come from the backbone
+    # unless `features` says otherwise; `features(method, kind, source)` builds the extractor
+    # for the kinds the backbone alone cannot give (a colorization run's embedding, CLIP's
+    # towers) and returns None for those the backbone gives.
+    produces: tuple[str, ...] = BACKBONE_KINDS
+    features: Callable[[Any, str, Any], Any] | None = None
+    # The method option that names the model when it is not `backbone` (CLIP's `model`).
+    backbone_option: str = ""
 
 
 _METHODS: dict[str, MethodSpec] = {}

@@ -215,7 +215,7 @@ class Trainer:
         self._setup()
         if resume:
             if not self.run.has_checkpoint():
-                raise UserError(f"{self.run_dir}: nothing to resume, no checkpoints/last.pt")
+                raise UserError(f"{self.run_dir}: nothing to resume, no checkpoint")
             self.restore()
         elif self.rank == 0:
             # rank 0 alone: it may already have written this run's first event when others look
@@ -313,6 +313,7 @@ class Trainer:
         )
         for g in self.optimizer.param_groups:
             g["lr"] = lr
+        self.method.on_step_start(self.step, self.total_steps, self.optimizer)  # DINO's wd cosine
         local = next(v.shape[0] for v in batch.values() if torch.is_tensor(v))
         self.method.set_step_context(self.cfg.seed, self.step, self.rank * local, self.global_batch)
         torch.manual_seed(self.cfg.seed * 1_000_003 + self.step * 131 + self.rank)
@@ -336,7 +337,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         if self.cfg.optim.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.optim.clip_grad)
+            self.method.clip_gradients(self.cfg.optim.clip_grad)  # DINO clips per parameter
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.method.on_step_end(self.step + 1, self.total_steps)

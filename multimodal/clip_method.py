@@ -43,6 +43,8 @@ class ClipImageTower(nn.Module):
 
 
 class Clip(Method):
+    adam_betas = (0.9, 0.98)  # CLIP paper / open_clip's training default (beta2 0.98)
+
     def __init__(self, model: nn.Module, cfg: ClipConfig, model_name: str):
         super().__init__()
         self.cfg, self.model = cfg, model
@@ -112,6 +114,12 @@ class Clip(Method):
         self.model.logit_scale.clamp_(0, math.log(self.cfg.max_logit_scale))
 
 
+def _clip_features(method: Clip, kind: str, source):
+    from multimodal.embedder import clip_features
+
+    return clip_features(method, kind, source)
+
+
 def build_clip(cfg: TrainConfig, m: ClipConfig) -> Clip:
     if (
         m.pretrained
@@ -140,6 +148,9 @@ register_method(
         build=build_clip,
         data="captions",
         family="multimodal",
+        produces=("image_text", "global"),
+        features=lambda method, kind, source: _clip_features(method, kind, source),
+        backbone_option="model",
         # CLIP paper: AdamW, weight decay 0.2, warm-up then cosine; lr 5e-4 per 256 as open_clip's
         # small-batch recipes. 64 px is what the small configs train at on a CPU.
         defaults={

@@ -15,10 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engine.checkpoint import load_checkpoint
-from engine.errors import UserError
 from engine.features import FeatureExtractor
-from multimodal.clip_method import SIGLIP_INIT_BIAS, SIGLIP_INIT_SCALE, ClipImageTower
+from multimodal.clip_method import ClipImageTower
 from multimodal.models import (
     LOCAL_DIR,
     TINY_MODEL,
@@ -86,14 +84,6 @@ class ClipEmbedder:
         return float(self.model.logit_scale.exp())
 
 
-def _find_checkpoint(source: Path) -> Path | None:
-    if source.is_dir() and (source / "checkpoints" / "last.pt").is_file():
-        return source / "checkpoints" / "last.pt"
-    if source.is_file() and source.suffix in (".pt", ".pth"):
-        return source
-    return None
-
-
 def load_clip(
     source: str | Path = TINY_MODEL,
     pretrained: str = "",
@@ -102,15 +92,10 @@ def load_clip(
 ) -> ClipEmbedder:
     """A run folder / CLIP checkpoint of ours, or an open_clip model name (+ pretrained)."""
     s = str(source)
-    ckpt = None if s.startswith(LOCAL_DIR) else _find_checkpoint(Path(s))
-    if ckpt is not None:
-        return _from_run_checkpoint(ckpt, device)
-    if os.sep in s and not s.startswith(LOCAL_DIR) and not Path(s).exists():
-        raise UserError(f"{s}: no such run folder or checkpoint")
-    if Path(s).is_dir() and not s.startswith(LOCAL_DIR):
-        raise UserError(
-            f"{s}: not a run folder (no checkpoints/last.pt); for an open_clip folder use local-dir:{s}"
-        )
+    if not s.startswith(LOCAL_DIR) and (os.sep in s or Path(s).exists()):
+        from engine.features import load_features  # a run or checkpoint: its method says how
+
+        return load_features(s, "image_text", device)
     with torch.random.fork_rng():
         torch.manual_seed(
             0
@@ -123,37 +108,18 @@ def load_clip(
     return ClipEmbedder(model, get_tokenizer(s, pretrained), spec, device)
 
 
-def _from_run_checkpoint(path: Path, device: str | torch.device) -> ClipEmbedder:
-    ck = load_checkpoint(path)
-    if not isinstance(ck, dict) or ck.get("method") != "clip":
-        what = ck.get("method") if isinstance(ck, dict) else None
-        raise UserError(
-            f"{path}: not a CLIP checkpoint (method {what!r}); text search and zero-shot need a CLIP run"
-        )
-    cfg = ck.get("config", {})
-    m = cfg.get("method_args", {})
-    name, pretrained = m.get("model", TINY_MODEL), m.get("pretrained", "")
-    if pretrained.startswith(LOCAL_DIR):
-        name = pretrained  # the folder's config defines the architecture
-    kwargs = (
-        {"init_logit_scale": SIGLIP_INIT_SCALE, "init_logit_bias": SIGLIP_INIT_BIAS}
-        if m.get("loss") == "siglip"
-        else {}
-    )
-    model = create_clip(name, "", image_size=int(cfg.get("image_size", 0)), **kwargs)
-    state = {k[len("model.") :]: v for k, v in ck["model"].items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise UserError(
-            f"{path}: weights do not fit {name} ({str(e).splitlines()[0][:160]})"
-        ) from None
-    run = path.parent.parent if path.parent.name == "checkpoints" else path
+def clip_features(method: Any, kind: str, source: Any) -> Any:
+    """The CLIP method's MethodSpec.features: a trained run as a ClipEmbedder (image_text) or
+    its image tower as a FeatureExtractor (global, for kNN / linear probes)."""
+    name = method.backbone.arch["model"]
+    run = source.run
     spec = {
         "kind": "run",
         "model": name,
         "pretrained": "",
-        "source": str(run.resolve()),
-        "step": int(ck.get("step", 0)),
+        "source": str((run.path if run is not None else source.path).resolve()),
+        "step": run.state().step if run is not None else 0,
     }
-    return ClipEmbedder(model, get_tokenizer(name), spec, device)
+    device = next(method.parameters()).device
+    emb = ClipEmbedder(method.model, get_tokenizer(name), spec, device)
+    return emb if kind == "image_text" else emb.features

@@ -18,7 +18,7 @@ def write_shapes_folder(root: Path, per_class: int = 12, size: int = 32, seed: i
     """Class folders whose classes differ in shape and texture, not only colour."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
-    for c, name in enumerate(["disc", "stripes", "checker"]):
+    for name in ["disc", "stripes", "checker"]:
         d = root / name
         d.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):

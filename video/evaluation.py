@@ -18,8 +18,6 @@ def evaluate_clip_features(method, dataset, k: int = 5, linear_epochs: int = 100
     from engine.evaluation.knn import knn_accuracy
     from engine.evaluation.linear import linear_probe_accuracy
 
-    if not hasattr(method, "clip_embedding"):
-        raise UserError(f"{type(method).__name__} has no clip-level embedding to evaluate")
     if not dataset.classes:
         raise UserError(
             f"{dataset.root}: clips need class folders (root/<class>/<video>) for this evaluation"

@@ -1,5 +1,5 @@
-"""Dense feature sources for propagation: raw Lab pixels, any engine FeatureExtractor, a
-colorization run, or a plain callable. Each is a callable uint8 [B, 3, H, W] -> [B, C, h, w]
+"""Dense feature sources for propagation: raw Lab pixels, any model's dense features (through
+engine.features.load_features), or a plain callable. Each is a callable uint8 [B, 3, H, W] -> [B, C, h, w]
 with a `stride` attribute (pixels per feature cell)."""
 
 from __future__ import annotations
@@ -9,10 +9,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from engine.color import rgb_to_lab
-from engine.errors import UserError
 
 
 class LabFeatures:
@@ -56,46 +54,14 @@ class ExtractorFeatures:
         return f"ExtractorFeatures({getattr(self.extractor, 'source', type(self.extractor).__name__)}, stride={self.stride})"
 
 
-def set_resnet_stride(backbone: nn.Module, stride: int) -> nn.Module:
-    """Make a torchvision-style ResNet trunk output at `stride` (8 or 16) by turning the first
-    conv and the shortcut of layer4 (and layer3 for 8) to stride 1, as CRW / colorization do.
-    Weights are unchanged, so a checkpoint loads either way."""
-    current = int(getattr(backbone, "stride", 32))
-    layers = [backbone.layer4, backbone.layer3]
-    while current > stride and layers:
-        layer = layers.pop(0)
-        block = layer[0]
-        for conv in (getattr(block, "conv1", None), getattr(block, "conv2", None)):
-            if conv is not None and conv.stride != (1, 1):
-                conv.stride = (1, 1)
-        if block.downsample is not None:
-            block.downsample[0].stride = (1, 1)
-        current //= 2
-    if current != stride:
-        raise UserError(f"cannot make this ResNet output at stride {stride} (reaches {current})")
-    backbone.stride = stride
-    if hasattr(backbone, "arch"):
-        backbone.arch["output_stride"] = stride
-    return backbone
-
-
 def load_dense_features(
     source: str | Path | None, device: str | torch.device = "cpu", lab_stride: int = 8
 ):
-    """'lab' / None -> LabFeatures; a colorization run dir or checkpoint -> its embedding network;
-    anything engine.features.load_feature_extractor accepts -> that backbone's dense features."""
+    """'lab' / None -> LabFeatures; any model source -> what its method declares as dense
+    features (a colorization run: its embedding network; a backbone: forward_dense)."""
     if source is None or str(source).lower() == "lab":
         return LabFeatures(lab_stride)
-    from video.methods.colorization import load_colorization_features
+    from engine.features import FeatureExtractor, load_features
 
-    feats = load_colorization_features(source, device)
-    if feats is not None:
-        return feats
-    from engine.features import load_feature_extractor
-
-    fe = load_feature_extractor(source, device)
-    out_stride = fe.arch.get("output_stride")
-    if out_stride and out_stride != fe.stride:
-        set_resnet_stride(fe.backbone, out_stride)
-        fe.stride = out_stride
-    return ExtractorFeatures(fe)
+    feats = load_features(source, "dense", device)
+    return ExtractorFeatures(feats) if isinstance(feats, FeatureExtractor) else feats

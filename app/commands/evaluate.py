@@ -57,10 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _setup(args):
     from engine.evaluation.common import labelled_splits
-    from engine.features import load_feature_extractor
+    from engine.features import load_features
     from engine.trainer import resolve_device
 
-    extractor = load_feature_extractor(args.checkpoint, resolve_device(args.device))
+    extractor = load_features(args.checkpoint, "global", resolve_device(args.device))
     size = args.image_size or extractor.image_size
     splits = labelled_splits(args.train, args.val, size)
     return extractor, splits, args.checkpoint

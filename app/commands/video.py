@@ -250,14 +250,16 @@ def run_davis(args) -> int:
 def run_clips(args) -> int:
     import torch
 
-    from engine.build import build_method, load_method
+    from engine.build import build_method, config_of
     from engine.evaluation.common import format_table, write_result
+    from engine.features import load_features
     from engine.trainer import resolve_device
     from video.data import ClipDataset, clip_options
     from video.evaluation import evaluate_clip_features
 
     device = resolve_device(args.device)
-    method, cfg = load_method(args.checkpoint, device)
+    method = load_features(args.checkpoint, "clip", device)  # refuses models without clip features
+    cfg = config_of(args.checkpoint)
     opts = clip_options(cfg)
     ds = ClipDataset(
         args.data,

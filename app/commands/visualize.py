@@ -156,9 +156,9 @@ def run(args) -> int:
     if args.kind == "reconstruction":
         image = _reconstruction(args, files, names)
     else:
-        from engine.features import load_feature_extractor
+        from engine.features import load_features
 
-        extractor = load_feature_extractor(args.checkpoint, device=args.device)
+        extractor = load_features(args.checkpoint, "global", args.device)
         images = load_images(files, args.size or extractor.image_size)
         image = _figure(args, extractor, images, files, names, torch)
     figures.save_png(image, out)
@@ -217,19 +217,9 @@ def _figure(args, extractor, images, files, names, torch):
 
 
 def _reconstruction(args, files, names):
-    from engine.build import load_method
     from engine.data import load_images
-    from engine.errors import UserError
-    from engine.visualize.reconstructions import colorization_figure, mae_figure
+    from engine.features import load_features
 
-    method, _cfg = load_method(args.checkpoint, args.device)
-    name = type(method).__name__
-    if name == "MAE":
-        images = load_images(files, args.size or method.image_size)
-        return mae_figure(method, images, args.mask_ratio, args.seed, names)
-    if name == "Colorization":
-        images = load_images(files, args.size or method.image_size)
-        return colorization_figure(method, images, names)
-    raise UserError(
-        f"{args.checkpoint}: reconstructions need an MAE or colorization run, not {name}"
-    )
+    r = load_features(args.checkpoint, "reconstruction", args.device)
+    images = load_images(files, args.size or r.image_size)
+    return r.figure(images, names, mask_ratio=args.mask_ratio, seed=args.seed)

@@ -89,11 +89,11 @@ def compute_features(
     """Embeddings of up to `max_database` images at the model's own input size; attention and
     patch features of `n_show` of them at `map_size` (0 = auto_map_size)."""
     from engine.data import load_images
-    from engine.features import load_feature_extractor
+    from engine.features import load_features
     from engine.visualize import attention_arrays, conv_attention_arrays, pixel_features
     from engine.visualize.neighbours import embed_batched
 
-    ex = load_feature_extractor(source)
+    ex = load_features(source, "global")
     size = int(ex.image_size)
     map_size = int(map_size or auto_map_size(size))
     files, targets, classes = list_labelled(folder)

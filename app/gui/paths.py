@@ -103,3 +103,18 @@ class Settings:
             os.replace(tmp, self.path)
         except OSError:
             pass  # a read-only home must not break the app; recent items are a convenience
+
+
+def recent_models(settings: Settings, kind: str) -> list[str]:
+    """Recent runs whose method produces `kind` features (engine.registry.FEATURE_KINDS), then
+    recent model files (checked when used: reading a whole checkpoint to list it costs too much)."""
+    from engine.features import produces
+    from engine.run import RunDir
+
+    runs = [
+        p
+        for p in settings.recent("runs")
+        if RunDir(p).has_checkpoint() and kind in produces(RunDir(p).path)
+    ]
+    files = [p for p in settings.recent("checkpoints") if Path(p).is_file()]
+    return runs + files

@@ -16,12 +16,15 @@ _VIT_RE = re.compile(r"^vit_(tiny|small|base)(?:_p(\d+))?$")
 
 
 def build_backbone(name: str, image_size: int = 224, **kwargs) -> nn.Module:
-    """kwargs: small_stem (ResNets); depth, mask_token (only methods that mask patches ask for
+    """kwargs: small_stem and output_stride (ResNets: 8 or 16 for dense features); depth, mask_token (only methods that mask patches ask for
     the [MASK] embedding), drop_path, pos_embed ("learned" | "sincos" | "sincos_rows"), init
     ("default" | "mae" | "mocov3") for ViTs. Options of the other family are ignored."""
     if name in ("resnet18", "resnet50"):
         return ResNetBackbone(
-            int(name[6:]), image_size=image_size, small_stem=kwargs.get("small_stem")
+            int(name[6:]),
+            image_size=image_size,
+            small_stem=kwargs.get("small_stem"),
+            output_stride=kwargs.get("output_stride"),
         )
     if name in (
         "splitbrain_resnet18",

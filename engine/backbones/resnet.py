@@ -13,7 +13,13 @@ SMALL_IMAGE_MAX = 96  # at or below this size, use a 3x3 stride-1 stem and no ma
 class ResNetBackbone(nn.Module):
     """ResNet trunk without the classifier: global pooled features and a dense feature map."""
 
-    def __init__(self, depth: int = 18, image_size: int = 224, small_stem: bool | None = None):
+    def __init__(
+        self,
+        depth: int = 18,
+        image_size: int = 224,
+        small_stem: bool | None = None,
+        output_stride: int | None = None,
+    ):
         super().__init__()
         net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
         small = image_size <= SMALL_IMAGE_MAX if small_stem is None else small_stem
@@ -30,6 +36,30 @@ class ResNetBackbone(nn.Module):
         self.embed_dim = net.fc.in_features
         self.stride = 8 if small else 32
         self.arch = {"name": f"resnet{depth}", "image_size": image_size, "small_stem": small}
+        if output_stride and output_stride != self.stride:
+            self.set_output_stride(output_stride)
+
+    def set_output_stride(self, stride: int) -> None:
+        """Dense features at `stride` (8 or 16) by turning the striding convs of layer4 (and
+        layer3 for 8) to stride 1, as CRW and colorization-as-tracking do. Weights are
+        unchanged, so a checkpoint loads either way; the choice is part of `arch`."""
+        from engine.errors import UserError
+
+        current, layers = self.stride, [self.layer4, self.layer3]
+        while current > stride and layers:
+            block = layers.pop(0)[0]
+            for conv in (block.conv1, block.conv2):
+                if conv.stride != (1, 1):
+                    conv.stride = (1, 1)
+            if block.downsample is not None:
+                block.downsample[0].stride = (1, 1)
+            current //= 2
+        if current != stride:
+            raise UserError(
+                f"cannot make this ResNet output at stride {stride} (reaches {current})"
+            )
+        self.stride = stride
+        self.arch["output_stride"] = stride
 
     def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of the stem and the four stages (for activation-based attention maps)."""

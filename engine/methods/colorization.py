@@ -202,6 +202,17 @@ def colorize(model: Colorization, images: Tensor, temperature: float | None = No
         model.train(was_training)
 
 
+def reconstruction(method, kind: str, source=None):
+    """MethodSpec.features: the figure of what the model reconstructs; the rest is the backbone's."""
+    from engine.visualize.reconstructions import Reconstruction, colorization_method_figure
+
+    return (
+        Reconstruction(method, method.image_size, colorization_method_figure)
+        if kind == "reconstruction"
+        else None
+    )
+
+
 register_method(
     MethodSpec(
         name="colorization",
@@ -209,6 +220,8 @@ register_method(
         config_cls=ColorizationConfig,
         build=Colorization.build,
         family="pretext",
+        produces=("global", "dense", "reconstruction"),
+        features=reconstruction,
         defaults={"backbone": "resnet18", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4},
     )
 )

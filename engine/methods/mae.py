@@ -156,6 +156,17 @@ def _init(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
+def reconstruction(method, kind: str, source=None):
+    """MethodSpec.features: the figure of what the model reconstructs; the rest is the backbone's."""
+    from engine.visualize.reconstructions import Reconstruction, mae_method_figure
+
+    return (
+        Reconstruction(method, method.image_size, mae_method_figure)
+        if kind == "reconstruction"
+        else None
+    )
+
+
 register_method(
     MethodSpec(
         name="mae",
@@ -163,6 +174,8 @@ register_method(
         config_cls=MAEConfig,
         build=MAE.build,
         family="masked",
+        produces=("global", "dense", "reconstruction"),
+        features=reconstruction,
         defaults={
             "backbone": "vit_tiny",
             "optimizer": "adamw",

@@ -5,6 +5,10 @@ backbone, so the method is rebuilt from the checkpoint's config."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
 from PIL import Image
@@ -136,3 +140,24 @@ def colorization_figure(
         cell,
         row_labels=names,
     )
+
+
+@dataclass
+class Reconstruction:
+    """A generative pretext run's "reconstruction" features (MethodSpec.features): its own
+    output as a figure."""
+
+    method: Any
+    image_size: int
+    draw: Callable[..., Image.Image]  # (method, images, names, **opts) -> figure
+
+    def figure(self, images: torch.Tensor, names: list[str] | None = None, **opts) -> Image.Image:
+        return self.draw(self.method, images, names, **opts)
+
+
+def mae_method_figure(method, images, names=None, mask_ratio=None, seed: int = 0, **_):
+    return mae_figure(method, images, mask_ratio, seed, names)
+
+
+def colorization_method_figure(method, images, names=None, **_):
+    return colorization_figure(method, images, names)

@@ -198,7 +198,11 @@ def test_ibot_patch_loss_by_hand():
 
 @pytest.mark.parametrize("masking,shared", [("block", True), ("attmask_hint", False)])
 def test_ibot_forward_shapes_centers_and_attmask(masking, shared):
-    ib = IBOT(tiny_vit(mask_token=True), 16, small_ibot(masking=masking, shared_head=shared, mask_prob=1.0))
+    ib = IBOT(
+        tiny_vit(mask_token=True),
+        16,
+        small_ibot(masking=masking, shared_head=shared, mask_prob=1.0),
+    )
     images = (torch.rand(4, 3, 16, 16) * 255).to(torch.uint8)
     ib.set_step_context(0, 0)
     out = ib({"image": images})

@@ -225,8 +225,8 @@ def mae_run(shapes_dir, tmp_path):
 
 
 def test_mae_reconstructions_paste_visible_patches_exactly(mae_run, shapes_dir):
-    from engine.data import list_images, load_images
     from engine.build import load_method
+    from engine.data import list_images, load_images
     from engine.visualize.reconstructions import mae_figure, mae_reconstructions
 
     mae, _cfg = load_method(mae_run)

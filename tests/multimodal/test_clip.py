@@ -142,6 +142,13 @@ def test_trainer_run_checkpoint_loads_through_pretrained_path(tmp_path, make_pho
     ckpt = run / "checkpoints" / "last.pt"
     from_file = create_clip(TINY_MODEL, pretrained=str(ckpt), image_size=32)  # --pretrained PATH
     from_run = load_clip(run).model
+    # a CLIP run is a model like any other: its image tower gives global features (kNN, probes)
+    from engine.features import load_features, produces
+    from engine.run import RunDir
+
+    assert produces(run) == ("image_text", "global") and RunDir(run).config().backbone == TINY_MODEL
+    tower = load_features(run, "global")
+    assert tower.embed(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape == (2, tower.embed_dim)
     torch.manual_seed(0)
     fresh = create_clip(TINY_MODEL, image_size=32)
     sd = from_file.state_dict()

@@ -85,6 +85,16 @@ def test_colorization_trains_and_propagates(sample, tmp_path):
 
     feats = load_dense_features(tmp_path / "run")
     assert type(feats).__name__ == "ColorizationFeatures" and feats.stride == 8
+    # the spec says what the run gives; asking for anything else is a one-line error
+    from engine.errors import UserError
+    from engine.features import load_feature_extractor, load_features, produces
+
+    assert produces(tmp_path / "run") == ("dense",)
+    with pytest.raises(UserError, match="gives dense features, not global"):
+        load_features(tmp_path / "run", "global")
+    # the backbone alone, through engine.features, keeps the run's stride-8 trunk
+    backbone = load_feature_extractor(tmp_path / "run")
+    assert backbone.stride == 8 and backbone.dense(torch.zeros(1, 3, 64, 64)).shape[-1] == 8
     frames = np.stack(
         [
             np.asarray(f)

@@ -177,7 +177,9 @@ def test_cli_eval_davis_on_the_sample(sample, capsys):
     assert main(["eval", "davis", "--root", str(sample), "--max-frames", "12"]) == 0
     table = capsys.readouterr().out
     row = next(line for line in table.splitlines() if line.startswith("overall"))
-    assert float(row.split()[3]) > 0.85  # J&F of the first 12 frames
+    # J&F of the first 12 frames: 0.81 with DINO's nearest-downsampled first-frame labels (above 0.85 with
+    # the area-averaged ones this code used before; Lab features at stride 8 on 128 px frames)
+    assert float(row.split()[3]) > 0.75
     assert main(["eval", "davis", "--root", str(sample), "--sequences", "nope"]) == 2
     assert "unknown sequence(s) nope" in capsys.readouterr().err
 

@@ -17,7 +17,6 @@ instead of the 3D convolutions, 64 px input -> 8x8 grid by default (scaled to sm
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,7 +31,6 @@ from engine.errors import UserError
 from engine.kmeans import assign, kmeans
 from engine.methods.base import Method
 from engine.registry import MethodSpec, register_method
-from video.features import set_resnet_stride
 
 NAME = "colorization_video"
 
@@ -179,39 +177,10 @@ def build_colorization(cfg, m: ColorizationVideoConfig) -> ColorizationVideo:
         raise UserError(
             f"colorization_video needs a ResNet backbone (resnet18, resnet50), not {cfg.backbone}"
         )
-    backbone = build_backbone(cfg.backbone, cfg.image_size, small_stem=False)
+    backbone = build_backbone(cfg.backbone, cfg.image_size, small_stem=False, output_stride=8)
     if is_vit(backbone):
         raise UserError("colorization_video needs a ResNet backbone")
-    set_resnet_stride(backbone, 8)
     return ColorizationVideo(backbone, cfg.image_size, m)
-
-
-def load_colorization_features(
-    source: str | Path, device: str | torch.device = "cpu"
-) -> ColorizationFeatures | None:
-    """The embedding of a colorization_video run dir / checkpoint; None for anything else."""
-    from engine.checkpoint import load_checkpoint
-    from engine.config import TrainConfig, make_config
-
-    path = Path(str(source))
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if path.suffix != ".pt" or not path.is_file():
-        return None
-    ck = load_checkpoint(path)
-    if not isinstance(ck, dict) or ck.get("method") != NAME:
-        return None
-    cfg = TrainConfig.from_dict(ck.get("config", {}))
-    method = build_colorization(
-        cfg, make_config(ColorizationVideoConfig, dict(cfg.method_args or {}))
-    )
-    try:
-        method.load_state_dict(ck["model"])
-    except RuntimeError as e:
-        raise UserError(
-            f"{path}: colorization weights do not fit ({str(e).splitlines()[0][:120]})"
-        ) from None
-    return ColorizationFeatures(method.to(device), str(path))
 
 
 register_method(
@@ -222,6 +191,8 @@ register_method(
         build=build_colorization,
         data="clips",
         family="video",
+        produces=("dense",),  # its embedding network is what tracks
+        features=lambda method, kind, source: ColorizationFeatures(method, str(source)),
         # Adam lr 1e-3 at batch 32 in the paper = 8e-3 per 256 with linear scaling
         defaults={
             "backbone": "resnet18",

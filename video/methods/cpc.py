@@ -165,6 +165,8 @@ register_method(
         build=CPC.build,
         data="clips",
         family="video",
+        produces=("clip",),  # the method itself embeds clips (clip_embedding)
+        features=lambda method, kind, source: method,
         # DPC: Adam lr 1e-3, weight decay 1e-5, batch 64 per 4 GPUs -> 1e-3 * 256 / 64 per 256
         defaults={
             "backbone": "resnet18",

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
 from app.gui import jobs
 from app.gui.errors import show_error
 from app.gui.jobs import CliJob
-from app.gui.paths import Settings, data_dir
+from app.gui.paths import Settings, data_dir, recent_models
 from app.gui.thumbs import ThumbGrid, ThumbItem
 from app.gui.widgets import ImageView, Page, PathPicker, info_label, std_icon
 
@@ -48,15 +48,8 @@ def default_index_dir(folder: str | Path) -> Path:
 
 
 def clip_runs(settings: Settings) -> list[str]:
-    """Recent runs trained with the CLIP method (their folders are loadable models)."""
-    out = []
-    for p in settings.recent("runs"):
-        try:
-            if json.loads((Path(p) / "config.json").read_text()).get("method") == "clip":
-                out.append(p)
-        except (OSError, ValueError):
-            continue
-    return out
+    """Recent runs whose model embeds images and text in one space (photo search)."""
+    return [p for p in recent_models(settings, "image_text") if Path(p).is_dir()]
 
 
 class QueryEngine:

@@ -8,7 +8,6 @@ frame with its mask.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from app.gui.config_form import DataclassForm
 from app.gui.errors import show_error
 from app.gui.jobs import CliJob
 from app.gui.mask_canvas import MaskCanvas, palette
-from app.gui.paths import Settings, data_dir
+from app.gui.paths import Settings, data_dir, recent_models
 from app.gui.video_model import (
     LoadedVideo,
     gt_first_mask,
@@ -52,13 +51,6 @@ VIDEO_FILTER = "Videos (*.mp4 *.mov *.mkv *.webm *.avi *.m4v *.gif);;All files (
 MASK_FILTER = "Masks (*.png);;All files (*)"
 MODEL_FILTER = "Models (*.pt *.pth *.safetensors);;All files (*)"
 PROP_SKIP = ("norm_mask", "batch_frames", "tile")
-
-
-def _method_of(run: Path) -> str:
-    try:
-        return str(json.loads((run / "config.json").read_text()).get("method", ""))
-    except (OSError, ValueError):
-        return ""
 
 
 def colour_icon(obj: int) -> QIcon:
@@ -311,13 +303,8 @@ class VideoPage(Page):
         current = self.features_combo.currentData()
         self.features_combo.clear()
         self.features_combo.addItem("Lab colour (no model)", "lab")
-        for p in self.settings.recent("runs") + self.settings.recent("checkpoints"):
-            if (
-                (Path(p) / "checkpoints" / "last.pt").exists()
-                and _method_of(Path(p)) != "clip"
-                or Path(p).is_file()
-            ):
-                self.features_combo.addItem(f"model: {Path(p).name}", p)
+        for p in recent_models(self.settings, "dense"):
+            self.features_combo.addItem(f"model: {Path(p).name}", p)
         self.features_combo.addItem("Choose a model…", "__choose__")
         i = self.features_combo.findData(current)
         self.features_combo.setCurrentIndex(max(0, i))
