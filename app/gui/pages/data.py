@@ -31,13 +31,13 @@ from PySide6.QtWidgets import (
 
 from app.gui import jobs
 from app.gui.errors import show_error
+from app.gui.file_filters import VIDEO_FILTER
 from app.gui.paths import Settings
 from app.gui.thumbs import THUMB, ThumbGrid, ThumbItem
 from app.gui.widgets import Page, info_label, std_icon, to_qimage
 
 SPLIT_NAMES = {"train", "val", "valid", "validation", "test"}
 CAPTION_FILTER = "Caption tables (*.tsv *.csv *.txt);;All files (*)"
-VIDEO_FILTER = "Videos (*.mp4 *.mov *.mkv *.webm *.avi *.m4v *.gif);;All files (*)"
 CHECK_CHUNK = 64
 VIDEO_THUMBS = 48
 

@@ -32,12 +32,11 @@ from PySide6.QtWidgets import (
 
 from app.gui import jobs
 from app.gui.errors import show_error
+from app.gui.file_filters import IMAGE_FILTER
 from app.gui.jobs import CliJob
 from app.gui.paths import Settings, data_dir, recent_models
 from app.gui.thumbs import ThumbGrid, ThumbItem
 from app.gui.widgets import ImageView, Page, PathPicker, info_label, std_icon
-
-IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.webp *.bmp *.gif *.tif *.tiff);;All files (*)"
 
 
 def default_index_dir(folder: str | Path) -> Path:

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 from app.gui import jobs
 from app.gui.config_form import DataclassForm
 from app.gui.errors import show_error
+from app.gui.file_filters import VIDEO_FILTER
 from app.gui.jobs import CliJob
 from app.gui.mask_canvas import MaskCanvas, palette
 from app.gui.paths import Settings, data_dir, recent_models
@@ -47,7 +48,6 @@ from app.gui.video_model import (
 )
 from app.gui.widgets import Page, info_label, std_icon
 
-VIDEO_FILTER = "Videos (*.mp4 *.mov *.mkv *.webm *.avi *.m4v *.gif);;All files (*)"
 MASK_FILTER = "Masks (*.png);;All files (*)"
 MODEL_FILTER = "Models (*.pt *.pth *.safetensors);;All files (*)"
 PROP_SKIP = ("norm_mask", "batch_frames", "tile")
