@@ -13,60 +13,47 @@ from typing import Any
 from engine.errors import UserError
 
 
+def opt(default: Any, help: str, **metadata: Any) -> Any:
+    """A config field with its help text: the CLI flag's help and the GUI form's tooltip.
+    metadata may add `choices`."""
+    return field(default=default, metadata={"help": help, **metadata})
+
+
 @dataclass
 class OptimConfig:
-    optimizer: str = field(
-        default="sgd", metadata={"help": "sgd | adamw | lars", "choices": ["sgd", "adamw", "lars"]}
-    )
-    lr: float = field(
-        default=0.06, metadata={"help": "base learning rate for batch 256 (scaled linearly)"}
-    )
-    weight_decay: float = field(
-        default=5e-4, metadata={"help": "weight decay (not on biases and norms)"}
-    )
-    momentum: float = field(default=0.9, metadata={"help": "SGD / LARS momentum"})
-    warmup_epochs: float = field(default=1.0, metadata={"help": "linear warm-up length in epochs"})
-    min_lr_ratio: float = field(
-        default=0.0, metadata={"help": "final lr as a fraction of peak (cosine)"}
-    )
-    clip_grad: float = field(default=0.0, metadata={"help": "max gradient norm, 0 = off"})
+    optimizer: str = opt("sgd", "sgd | adamw | lars", choices=["sgd", "adamw", "lars"])
+    lr: float = opt(0.06, "base learning rate for batch 256 (scaled linearly)")
+    weight_decay: float = opt(5e-4, "weight decay (not on biases and norms)")
+    momentum: float = opt(0.9, "SGD / LARS momentum")
+    warmup_epochs: float = opt(1.0, "linear warm-up length in epochs")
+    min_lr_ratio: float = opt(0.0, "final lr as a fraction of peak (cosine)")
+    clip_grad: float = opt(0.0, "max gradient norm, 0 = off")
 
 
 @dataclass
 class TrainConfig:
-    data: str = field(default="", metadata={"help": "image folder, video folder or caption file"})
-    method: str = field(default="simclr", metadata={"help": "method name (see `selfsup methods`)"})
-    backbone: str = field(
-        default="resnet18",
-        metadata={"help": "resnet18 | resnet50 | vit_tiny | vit_small | vit_base [_p8|_p16]"},
+    data: str = opt("", "image folder, video folder or caption file")
+    method: str = opt("simclr", "method name (see `selfsup methods`)")
+    backbone: str = opt(
+        "resnet18", "resnet18 | resnet50 | vit_tiny | vit_small | vit_base [_p8|_p16]"
     )
-    image_size: int = field(default=32, metadata={"help": "training crop size in pixels"})
-    epochs: int = field(default=10, metadata={"help": "passes over the data"})
-    max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0 = epochs)"})
-    batch_size: int = field(
-        default=256, metadata={"help": "global batch size (split over processes)"}
+    image_size: int = opt(32, "training crop size in pixels")
+    epochs: int = opt(10, "passes over the data")
+    max_steps: int = opt(0, "stop after this many steps (0 = epochs)")
+    batch_size: int = opt(256, "global batch size (split over processes)")
+    num_workers: int = opt(2, "DataLoader decoding workers")
+    seed: int = opt(0, "random seed")
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N")
+    precision: str = opt(
+        "auto",
+        "auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16",
+        choices=["auto", "fp32", "bf16", "fp16"],
     )
-    num_workers: int = field(default=2, metadata={"help": "DataLoader decoding workers"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
-    precision: str = field(
-        default="auto",
-        metadata={
-            "help": "auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16",
-            "choices": ["auto", "fp32", "bf16", "fp16"],
-        },
-    )
-    run_dir: str = field(
-        default="", metadata={"help": "output folder (default runs/<method>-<time>)"}
-    )
-    checkpoint_every: int = field(default=200, metadata={"help": "save a checkpoint every N steps"})
-    log_every: int = field(default=10, metadata={"help": "write an event every N steps"})
-    deterministic: bool = field(
-        default=False, metadata={"help": "deterministic algorithms (bit-exact resume)"}
-    )
-    channels_last: str = field(
-        default="auto", metadata={"help": "auto | on | off", "choices": ["auto", "on", "off"]}
-    )
+    run_dir: str = opt("", "output folder (default runs/<method>-<time>)")
+    checkpoint_every: int = opt(200, "save a checkpoint every N steps")
+    log_every: int = opt(10, "write an event every N steps")
+    deterministic: bool = opt(False, "deterministic algorithms (bit-exact resume)")
+    channels_last: str = opt("auto", "auto | on | off", choices=["auto", "on", "off"])
     optim: OptimConfig = field(default_factory=OptimConfig)
     method_args: dict[str, Any] = field(default_factory=dict)
 

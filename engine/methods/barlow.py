@@ -3,12 +3,13 @@ batch-standardised projections the identity; redundancy reduction instead of neg
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from engine import augment
+from engine.config import opt
 from engine.heads import mlp
 from engine.losses import barlow_twins_loss
 from engine.methods.base import Method
@@ -17,15 +18,9 @@ from engine.registry import MethodSpec, register_method
 
 @dataclass
 class BarlowTwinsConfig:
-    lambd: float = field(
-        default=5e-3, metadata={"help": "off-diagonal weight lambda (paper 5e-3, about 1/D)"}
-    )
-    proj_hidden_dim: int = field(
-        default=2048, metadata={"help": "projector hidden width (paper 8192)"}
-    )
-    proj_dim: int = field(
-        default=2048, metadata={"help": "projector output dimension D (paper 8192)"}
-    )
+    lambd: float = opt(5e-3, "off-diagonal weight lambda (paper 5e-3, about 1/D)")
+    proj_hidden_dim: int = opt(2048, "projector hidden width (paper 8192)")
+    proj_dim: int = opt(2048, "projector output dimension D (paper 8192)")
 
 
 class BarlowTwins(Method):

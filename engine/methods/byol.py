@@ -3,12 +3,13 @@ EMA target network on the other view; no negatives. Symmetric loss, asymmetric a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from engine import augment
+from engine.config import opt
 from engine.heads import mlp
 from engine.losses import byol_loss
 from engine.methods.base import (
@@ -23,16 +24,11 @@ from engine.registry import MethodSpec, register_method
 
 @dataclass
 class BYOLConfig:
-    ema_momentum: float = field(
-        default=0.99,
-        metadata={
-            "help": "base target momentum, cosine schedule to 1 (paper 0.996; 0.99 for small data)"
-        },
+    ema_momentum: float = opt(
+        0.99, "base target momentum, cosine schedule to 1 (paper 0.996; 0.99 for small data)"
     )
-    proj_hidden_dim: int = field(
-        default=4096, metadata={"help": "projector and predictor hidden width (paper 4096)"}
-    )
-    proj_dim: int = field(default=256, metadata={"help": "projection dimension (paper 256)"})
+    proj_hidden_dim: int = opt(4096, "projector and predictor hidden width (paper 4096)")
+    proj_dim: int = opt(256, "projection dimension (paper 256)")
 
 
 class BYOL(Method):

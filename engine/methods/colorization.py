@@ -22,7 +22,7 @@ resized crops (50-100% of the image) and flips only: colour augmentation would c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -30,35 +30,22 @@ from torch import Tensor, nn
 
 from engine import augment
 from engine.color import ABQuantizer, gray_rgb, lab_to_rgb, rgb_to_lab, soft_cross_entropy
+from engine.config import opt
 from engine.methods.base import Method
 from engine.registry import MethodSpec, register_method
 
 
 @dataclass
 class ColorizationConfig:
-    grid: float = field(default=10.0, metadata={"help": "ab bin size in Lab units (paper 10)"})
-    pred_stride: int = field(
-        default=4,
-        metadata={"help": "predict colours at 1/pred_stride of the input resolution (paper 4)"},
-    )
-    rebalance: bool = field(default=True, metadata={"help": "weight pixels toward rare colours"})
-    rebalance_lambda: float = field(
-        default=0.5, metadata={"help": "mix of the colour prior with uniform (paper 0.5)"}
-    )
-    prior_sigma: float = field(
-        default=5.0,
-        metadata={"help": "Gaussian smoothing of the colour prior, in ab units (paper 5)"},
-    )
-    prior_images: int = field(
-        default=10000, metadata={"help": "training images used to measure the colour prior"}
-    )
-    temperature: float = field(
-        default=0.38, metadata={"help": "annealed-mean temperature for decoding (paper 0.38)"}
-    )
-    head_dim: int = field(default=256, metadata={"help": "width of the dense colour head"})
-    crop_min_scale: float = field(
-        default=0.5, metadata={"help": "smallest random crop, as an area fraction"}
-    )
+    grid: float = opt(10.0, "ab bin size in Lab units (paper 10)")
+    pred_stride: int = opt(4, "predict colours at 1/pred_stride of the input resolution (paper 4)")
+    rebalance: bool = opt(True, "weight pixels toward rare colours")
+    rebalance_lambda: float = opt(0.5, "mix of the colour prior with uniform (paper 0.5)")
+    prior_sigma: float = opt(5.0, "Gaussian smoothing of the colour prior, in ab units (paper 5)")
+    prior_images: int = opt(10000, "training images used to measure the colour prior")
+    temperature: float = opt(0.38, "annealed-mean temperature for decoding (paper 0.38)")
+    head_dim: int = opt(256, "width of the dense colour head")
+    crop_min_scale: float = opt(0.5, "smallest random crop, as an area fraction")
 
 
 class DenseHead(nn.Module):

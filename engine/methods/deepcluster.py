@@ -21,13 +21,14 @@ Scaled to small data: k = 100 clusters by default (10,000 for 1.3 M ImageNet ima
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine import augment
+from engine.config import opt
 from engine.distributed import is_dist
 from engine.errors import UserError
 from engine.kmeans import kmeans, pca_whiten
@@ -37,19 +38,11 @@ from engine.registry import MethodSpec, register_method
 
 @dataclass
 class DeepClusterConfig:
-    num_clusters: int = field(
-        default=100, metadata={"help": "k of k-means (paper 10000 for ImageNet)"}
-    )
-    pca_dim: int = field(
-        default=256, metadata={"help": "PCA dimension before whitening and clustering (paper 256)"}
-    )
-    kmeans_iters: int = field(default=20, metadata={"help": "Lloyd iterations per clustering"})
-    reweight: bool = field(
-        default=True, metadata={"help": "weight images by 1/cluster size (uniform over clusters)"}
-    )
-    cluster_batch_size: int = field(
-        default=256, metadata={"help": "batch size of the feature pass before clustering"}
-    )
+    num_clusters: int = opt(100, "k of k-means (paper 10000 for ImageNet)")
+    pca_dim: int = opt(256, "PCA dimension before whitening and clustering (paper 256)")
+    kmeans_iters: int = opt(20, "Lloyd iterations per clustering")
+    reweight: bool = opt(True, "weight images by 1/cluster size (uniform over clusters)")
+    cluster_batch_size: int = opt(256, "batch size of the feature pass before clustering")
 
 
 class DeepCluster(Method):

@@ -3,7 +3,7 @@ across multi-crop views. The teacher sees only the two global crops; the student
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +11,7 @@ from torch import nn
 
 from engine import augment
 from engine.backbones.vit import set_drop_path
+from engine.config import opt
 from engine.losses import dino_loss
 from engine.methods.base import (
     Method,
@@ -27,56 +28,28 @@ from engine.registry import MethodSpec, register_method
 
 @dataclass
 class DINOConfig:
-    out_dim: int = field(
-        default=2048,
-        metadata={"help": "prototypes K of the head (paper 65536; 2048 for small data)"},
+    out_dim: int = opt(2048, "prototypes K of the head (paper 65536; 2048 for small data)")
+    hidden_dim: int = opt(1024, "head MLP hidden width (paper 2048)")
+    bottleneck_dim: int = opt(256, "L2-normalised bottleneck (paper 256)")
+    n_local: int = opt(6, "local crops per image (paper 8-10)")
+    local_size: int = opt(0, "local crop size in pixels (0 = 96/224 of the image size)")
+    student_temp: float = opt(0.1, "student softmax temperature")
+    teacher_temp: float = opt(0.07, "teacher temperature after warm-up")
+    warmup_teacher_temp: float = opt(0.04, "teacher temperature at the start")
+    teacher_temp_warmup_frac: float = opt(
+        0.3,
+        "fraction of the steps for the linear teacher-temperature warm-up (paper 30 of 100-300 epochs)",
     )
-    hidden_dim: int = field(default=1024, metadata={"help": "head MLP hidden width (paper 2048)"})
-    bottleneck_dim: int = field(
-        default=256, metadata={"help": "L2-normalised bottleneck (paper 256)"}
+    ema_momentum: float = opt(0.996, "base teacher momentum, cosine schedule to 1")
+    center_momentum: float = opt(0.9, "EMA rate of the teacher center")
+    freeze_last_layer_frac: float = opt(
+        0.01, "fraction of the steps with the head's last layer frozen (paper 1 epoch)"
     )
-    n_local: int = field(default=6, metadata={"help": "local crops per image (paper 8-10)"})
-    local_size: int = field(
-        default=0, metadata={"help": "local crop size in pixels (0 = 96/224 of the image size)"}
-    )
-    student_temp: float = field(default=0.1, metadata={"help": "student softmax temperature"})
-    teacher_temp: float = field(
-        default=0.07, metadata={"help": "teacher temperature after warm-up"}
-    )
-    warmup_teacher_temp: float = field(
-        default=0.04, metadata={"help": "teacher temperature at the start"}
-    )
-    teacher_temp_warmup_frac: float = field(
-        default=0.3,
-        metadata={
-            "help": "fraction of the steps for the linear teacher-temperature warm-up (paper 30 of 100-300 epochs)"
-        },
-    )
-    ema_momentum: float = field(
-        default=0.996, metadata={"help": "base teacher momentum, cosine schedule to 1"}
-    )
-    center_momentum: float = field(default=0.9, metadata={"help": "EMA rate of the teacher center"})
-    freeze_last_layer_frac: float = field(
-        default=0.01,
-        metadata={
-            "help": "fraction of the steps with the head's last layer frozen (paper 1 epoch)"
-        },
-    )
-    norm_last_layer: bool = field(
-        default=True, metadata={"help": "fix the weight-norm gain of the last layer to 1 (stabler)"}
-    )
-    global_scale_min: float = field(
-        default=0.4, metadata={"help": "global crop scale lower bound (DINO repository: 0.4)"}
-    )
-    local_scale_max: float = field(
-        default=0.4, metadata={"help": "local crop scale upper bound (DINO repository: 0.4)"}
-    )
-    warmup_frac: float = field(
-        default=0.1, metadata={"help": "learning-rate warm-up as a fraction of the run (10/100)"}
-    )
-    weight_decay_end: float = field(
-        default=0.4, metadata={"help": "weight decay at the end of its cosine schedule (0.4)"}
-    )
+    norm_last_layer: bool = opt(True, "fix the weight-norm gain of the last layer to 1 (stabler)")
+    global_scale_min: float = opt(0.4, "global crop scale lower bound (DINO repository: 0.4)")
+    local_scale_max: float = opt(0.4, "local crop scale upper bound (DINO repository: 0.4)")
+    warmup_frac: float = opt(0.1, "learning-rate warm-up as a fraction of the run (10/100)")
+    weight_decay_end: float = opt(0.4, "weight decay at the end of its cosine schedule (0.4)")
 
 
 class DINOHead(nn.Module):

@@ -16,13 +16,14 @@ code shares the head MLP and separates only the last layer).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from engine.backbones import is_vit
+from engine.config import opt
 from engine.errors import UserError
 from engine.losses import dino_loss
 from engine.masking import attention_masks, block_masks, cls_attention, tokens_and_attention
@@ -33,54 +34,29 @@ from engine.registry import MethodSpec, register_method
 
 @dataclass
 class IBOTConfig(DINOConfig):
-    patch_out_dim: int = field(
-        default=2048, metadata={"help": "outputs of the patch head when not shared (paper 8192)"}
+    patch_out_dim: int = opt(2048, "outputs of the patch head when not shared (paper 8192)")
+    shared_head: bool = opt(True, "one head for [CLS] and patch tokens (paper ViT-S default)")
+    teacher_patch_temp: float = opt(0.07, "teacher temperature of patch tokens after warm-up")
+    warmup_teacher_patch_temp: float = opt(0.04, "teacher patch temperature at the start")
+    center_momentum_patch: float = opt(0.9, "EMA rate of the patch center")
+    lambda_cls: float = opt(1.0, "weight of the [CLS] distillation loss")
+    lambda_patch: float = opt(1.0, "weight of the masked patch loss")
+    masking: str = opt(
+        "block",
+        "block | attmask_high | attmask_low | attmask_hint",
+        choices=["block", "attmask_high", "attmask_low", "attmask_hint"],
     )
-    shared_head: bool = field(
-        default=True, metadata={"help": "one head for [CLS] and patch tokens (paper ViT-S default)"}
-    )
-    teacher_patch_temp: float = field(
-        default=0.07, metadata={"help": "teacher temperature of patch tokens after warm-up"}
-    )
-    warmup_teacher_patch_temp: float = field(
-        default=0.04, metadata={"help": "teacher patch temperature at the start"}
-    )
-    center_momentum_patch: float = field(
-        default=0.9, metadata={"help": "EMA rate of the patch center"}
-    )
-    lambda_cls: float = field(
-        default=1.0, metadata={"help": "weight of the [CLS] distillation loss"}
-    )
-    lambda_patch: float = field(default=1.0, metadata={"help": "weight of the masked patch loss"})
-    masking: str = field(
-        default="block",
-        metadata={
-            "help": "block | attmask_high | attmask_low | attmask_hint",
-            "choices": ["block", "attmask_high", "attmask_low", "attmask_hint"],
-        },
-    )
-    mask_prob: float = field(
-        default=0.5, metadata={"help": "probability that a global crop is masked at all"}
-    )
-    pred_ratio: float = field(default=0.3, metadata={"help": "mean masking ratio of a masked crop"})
-    pred_ratio_var: float = field(
-        default=0.2, metadata={"help": "ratio drawn from U(pred_ratio - var, pred_ratio + var)"}
-    )
-    hint_max: float = field(
-        default=0.1,
-        metadata={
-            "help": "AttMask-Hint: hints are drawn among this top fraction of attended patches"
-        },
+    mask_prob: float = opt(0.5, "probability that a global crop is masked at all")
+    pred_ratio: float = opt(0.3, "mean masking ratio of a masked crop")
+    pred_ratio_var: float = opt(0.2, "ratio drawn from U(pred_ratio - var, pred_ratio + var)")
+    hint_max: float = opt(
+        0.1, "AttMask-Hint: hints are drawn among this top fraction of attended patches"
     )
     # iBOT ViT-S/16 recipe: crops (0.25, 1) and (0.05, 0.25), 10 local crops, free last layer
-    global_scale_min: float = field(
-        default=0.25, metadata={"help": "global crop scale lower bound"}
-    )
-    local_scale_max: float = field(default=0.25, metadata={"help": "local crop scale upper bound"})
-    n_local: int = field(default=10, metadata={"help": "local crops per image (iBOT ViT-S: 10)"})
-    norm_last_layer: bool = field(
-        default=False, metadata={"help": "fix the last layer's weight-norm gain (iBOT ViT-S: no)"}
-    )
+    global_scale_min: float = opt(0.25, "global crop scale lower bound")
+    local_scale_max: float = opt(0.25, "local crop scale upper bound")
+    n_local: int = opt(10, "local crops per image (iBOT ViT-S: 10)")
+    norm_last_layer: bool = opt(False, "fix the last layer's weight-norm gain (iBOT ViT-S: no)")
 
 
 def ibot_patch_loss(

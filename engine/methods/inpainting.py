@@ -22,7 +22,7 @@ Recipe kept from the paper:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from engine import augment
+from engine.config import opt
 from engine.errors import UserError
 from engine.methods.base import Method
 from engine.methods.tiles import batch_rand
@@ -38,39 +39,22 @@ from engine.registry import MethodSpec, register_method
 
 @dataclass
 class InpaintingConfig:
-    mask: str = field(
-        default="center",
-        metadata={"help": "center | random (random blocks)", "choices": ["center", "random"]},
+    mask: str = opt("center", "center | random (random blocks)", choices=["center", "random"])
+    center_frac: float = opt(0.5, "side of the central hole as a fraction of the image (paper 0.5)")
+    num_blocks: int = opt(4, "rectangles per image in random mode")
+    overlap_frac: float = opt(
+        4 / 128,
+        "overlap of the predicted region into the context, fraction of the image (paper 4/128)",
     )
-    center_frac: float = field(
-        default=0.5,
-        metadata={"help": "side of the central hole as a fraction of the image (paper 0.5)"},
+    overlap_weight: float = opt(
+        10.0, "L2 weight of the overlap ring relative to the hole (paper 10)"
     )
-    num_blocks: int = field(default=4, metadata={"help": "rectangles per image in random mode"})
-    overlap_frac: float = field(
-        default=4 / 128,
-        metadata={
-            "help": "overlap of the predicted region into the context, fraction of the image (paper 4/128)"
-        },
+    adversarial: bool = opt(False, "add the adversarial loss with a small discriminator")
+    adv_weight: float = opt(
+        0.001, "adversarial weight; reconstruction gets 1 - adv_weight (paper 0.001)"
     )
-    overlap_weight: float = field(
-        default=10.0,
-        metadata={"help": "L2 weight of the overlap ring relative to the hole (paper 10)"},
-    )
-    adversarial: bool = field(
-        default=False, metadata={"help": "add the adversarial loss with a small discriminator"}
-    )
-    adv_weight: float = field(
-        default=0.001,
-        metadata={"help": "adversarial weight; reconstruction gets 1 - adv_weight (paper 0.001)"},
-    )
-    decoder_dim: int = field(
-        default=256,
-        metadata={"help": "channels of the first decoder layer (halved per up-convolution)"},
-    )
-    crop_min_scale: float = field(
-        default=0.6, metadata={"help": "smallest random crop, as an area fraction"}
-    )
+    decoder_dim: int = opt(256, "channels of the first decoder layer (halved per up-convolution)")
+    crop_min_scale: float = opt(0.6, "smallest random crop, as an area fraction")
 
 
 def center_hole(b: int, size: int, frac: float, overlap: int, device) -> Tensor:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine import augment
+from engine.config import opt
 from engine.errors import UserError
 from engine.heads import mlp
 from engine.methods.base import Method
@@ -39,31 +40,16 @@ from engine.registry import MethodSpec, register_method
 
 @dataclass
 class JigsawConfig:
-    num_permutations: int = field(
-        default=100, metadata={"help": "size of the permutation set (paper: 100 to 1000)"}
+    num_permutations: int = opt(100, "size of the permutation set (paper: 100 to 1000)")
+    permutation_seed: int = opt(0, "seed of the greedy permutation selection")
+    tile_ratio: float = opt(64 / 75, "tile side / grid cell side (paper 64/75)")
+    channel_shift_ratio: float = opt(
+        2 / 64, "max colour-channel shift as a fraction of the tile (paper 2/64)"
     )
-    permutation_seed: int = field(
-        default=0, metadata={"help": "seed of the greedy permutation selection"}
-    )
-    tile_ratio: float = field(
-        default=64 / 75, metadata={"help": "tile side / grid cell side (paper 64/75)"}
-    )
-    channel_shift_ratio: float = field(
-        default=2 / 64,
-        metadata={"help": "max colour-channel shift as a fraction of the tile (paper 2/64)"},
-    )
-    gray_p: float = field(
-        default=0.3, metadata={"help": "probability of turning an image to grayscale"}
-    )
-    tile_dim: int = field(
-        default=512, metadata={"help": "per-tile feature width before concatenation"}
-    )
-    head_hidden_dim: int = field(
-        default=1024, metadata={"help": "hidden width of the permutation classifier"}
-    )
-    crop_min_scale: float = field(
-        default=0.6, metadata={"help": "smallest random crop of the image, as an area fraction"}
-    )
+    gray_p: float = opt(0.3, "probability of turning an image to grayscale")
+    tile_dim: int = opt(512, "per-tile feature width before concatenation")
+    head_hidden_dim: int = opt(1024, "hidden width of the permutation classifier")
+    crop_min_scale: float = opt(0.6, "smallest random crop of the image, as an area fraction")
 
 
 @functools.lru_cache(maxsize=4)

@@ -8,7 +8,7 @@ without gradient. This costs one extra full forward per step (about 4x the visib
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -16,6 +16,7 @@ from torch import nn
 from engine import augment
 from engine.backbones import is_vit
 from engine.backbones.vit import Block, sincos_pos_embed
+from engine.config import opt
 from engine.errors import UserError
 from engine.masking import (
     KeepMask,
@@ -32,33 +33,20 @@ from engine.registry import MethodSpec, register_method
 
 @dataclass
 class MAEConfig:
-    mask_ratio: float = field(
-        default=0.75,
-        metadata={"help": "fraction of patches hidden from the encoder (0.75 in the paper)"},
+    mask_ratio: float = opt(0.75, "fraction of patches hidden from the encoder (0.75 in the paper)")
+    decoder_dim: int = opt(256, "decoder width (paper 512 for ViT-L; smaller for tiny data)")
+    decoder_depth: int = opt(4, "decoder blocks (paper 8; 1-4 suffice for linear/kNN use)")
+    decoder_heads: int = opt(8, "decoder attention heads")
+    norm_pix_loss: bool = opt(
+        True, "targets are per-patch normalised pixels (paper default for best features)"
     )
-    decoder_dim: int = field(
-        default=256, metadata={"help": "decoder width (paper 512 for ViT-L; smaller for tiny data)"}
+    crop_scale_min: float = opt(
+        0.2, "RandomResizedCrop lower scale (paper 0.2); no colour augmentation"
     )
-    decoder_depth: int = field(
-        default=4, metadata={"help": "decoder blocks (paper 8; 1-4 suffice for linear/kNN use)"}
-    )
-    decoder_heads: int = field(default=8, metadata={"help": "decoder attention heads"})
-    norm_pix_loss: bool = field(
-        default=True,
-        metadata={
-            "help": "targets are per-patch normalised pixels (paper default for best features)"
-        },
-    )
-    crop_scale_min: float = field(
-        default=0.2,
-        metadata={"help": "RandomResizedCrop lower scale (paper 0.2); no colour augmentation"},
-    )
-    masking: str = field(
-        default="random",
-        metadata={
-            "help": "random | attmask_high | attmask_low (AttMask by the encoder's own [CLS] attention)",
-            "choices": ["random", "attmask_high", "attmask_low"],
-        },
+    masking: str = opt(
+        "random",
+        "random | attmask_high | attmask_low (AttMask by the encoder's own [CLS] attention)",
+        choices=["random", "attmask_high", "attmask_low"],
     )
 
 

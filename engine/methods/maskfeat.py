@@ -12,13 +12,14 @@ per-channel L2 normalisation, the histograms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from engine import augment
 from engine.backbones import is_vit
+from engine.config import opt
 from engine.errors import UserError
 from engine.hog import auto_cell, hog_patch_targets
 from engine.masking import block_masks, masked_mean
@@ -28,18 +29,11 @@ from engine.registry import MethodSpec, register_method
 
 @dataclass
 class MaskFeatConfig:
-    mask_ratio: float = field(
-        default=0.4, metadata={"help": "fraction of patches masked in blocks (0.4 in the paper)"}
-    )
-    hog_bins: int = field(default=9, metadata={"help": "HOG orientation bins"})
-    hog_cell: int = field(
-        default=8, metadata={"help": "HOG cell in pixels, shrunk to the patch size on small images"}
-    )
-    crop_scale_min: float = field(
-        default=0.5,
-        metadata={
-            "help": "RandomResizedCrop lower scale (paper [0.5, 1]); flip only, no colour jitter"
-        },
+    mask_ratio: float = opt(0.4, "fraction of patches masked in blocks (0.4 in the paper)")
+    hog_bins: int = opt(9, "HOG orientation bins")
+    hog_cell: int = opt(8, "HOG cell in pixels, shrunk to the patch size on small images")
+    crop_scale_min: float = opt(
+        0.5, "RandomResizedCrop lower scale (paper [0.5, 1]); flip only, no colour jitter"
     )
 
 

@@ -17,7 +17,7 @@ ones; 0/1 turns it off.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ from torch import nn
 
 from engine import augment
 from engine.backbones import is_vit
+from engine.config import opt
 from engine.distributed import gather_no_grad, rank, world_size
 from engine.heads import mlp
 from engine.losses import info_nce
@@ -41,20 +42,13 @@ from engine.sync_bn import local_bn
 
 @dataclass
 class MoCoV2Config:
-    temperature: float = field(default=0.2, metadata={"help": "InfoNCE temperature (paper 0.2)"})
-    queue_size: int = field(
-        default=4096, metadata={"help": "negatives in the queue (paper 65536; 4096 for small data)"}
-    )
-    ema_momentum: float = field(
-        default=0.99, metadata={"help": "key encoder momentum (paper 0.999; 0.99 for small data)"}
-    )
-    proj_hidden_dim: int = field(
-        default=0, metadata={"help": "MLP head hidden width (0 = backbone width, as in the paper)"}
-    )
-    proj_dim: int = field(default=128, metadata={"help": "key/query dimension"})
-    shuffle_bn_splits: int = field(
-        default=2,
-        metadata={"help": "one process: BN sub-batches with shuffled keys (0/1 = off; DDP: ranks)"},
+    temperature: float = opt(0.2, "InfoNCE temperature (paper 0.2)")
+    queue_size: int = opt(4096, "negatives in the queue (paper 65536; 4096 for small data)")
+    ema_momentum: float = opt(0.99, "key encoder momentum (paper 0.999; 0.99 for small data)")
+    proj_hidden_dim: int = opt(0, "MLP head hidden width (0 = backbone width, as in the paper)")
+    proj_dim: int = opt(128, "key/query dimension")
+    shuffle_bn_splits: int = opt(
+        2, "one process: BN sub-batches with shuffled keys (0/1 = off; DDP: ranks)"
     )
 
 
@@ -127,22 +121,13 @@ class MoCoV2(Method):
 
 @dataclass
 class MoCoV3Config:
-    temperature: float = field(
-        default=0.0, metadata={"help": "temperature (0 = the paper's: 0.2 for ViT, 1.0 for ResNet)"}
-    )
-    ema_momentum: float = field(
-        default=0.99, metadata={"help": "base momentum, cosine schedule to 1 (paper 0.99)"}
-    )
-    proj_hidden_dim: int = field(
-        default=1024, metadata={"help": "projector hidden width (paper 4096)"}
-    )
-    proj_dim: int = field(default=256, metadata={"help": "output dimension (paper 256)"})
-    pred_hidden_dim: int = field(
-        default=1024, metadata={"help": "predictor hidden width (paper 4096)"}
-    )
-    freeze_patch_embed: bool = field(
-        default=True,
-        metadata={"help": "ViT: keep the random patch projection fixed (paper's stability trick)"},
+    temperature: float = opt(0.0, "temperature (0 = the paper's: 0.2 for ViT, 1.0 for ResNet)")
+    ema_momentum: float = opt(0.99, "base momentum, cosine schedule to 1 (paper 0.99)")
+    proj_hidden_dim: int = opt(1024, "projector hidden width (paper 4096)")
+    proj_dim: int = opt(256, "output dimension (paper 256)")
+    pred_hidden_dim: int = opt(1024, "predictor hidden width (paper 4096)")
+    freeze_patch_embed: bool = opt(
+        True, "ViT: keep the random patch projection fixed (paper's stability trick)"
     )
 
 

@@ -19,13 +19,14 @@ encoding shared by its pairs; the paper sampled one pair per image).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine import augment
+from engine.config import opt
 from engine.errors import UserError
 from engine.heads import mlp
 from engine.methods.base import Method
@@ -44,26 +45,14 @@ OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 @dataclass
 class RelPatchConfig:
-    gap_ratio: float = field(
-        default=0.5,
-        metadata={"help": "gap between patches as a fraction of the patch side (paper 48/96)"},
+    gap_ratio: float = opt(0.5, "gap between patches as a fraction of the patch side (paper 48/96)")
+    jitter_ratio: float = opt(
+        7 / 96, "max jitter of each patch as a fraction of its side (paper 7/96)"
     )
-    jitter_ratio: float = field(
-        default=7 / 96,
-        metadata={"help": "max jitter of each patch as a fraction of its side (paper 7/96)"},
-    )
-    color_drop: bool = field(
-        default=True, metadata={"help": "replace 2 of 3 colour channels of each patch with noise"}
-    )
-    neighbours_per_image: int = field(
-        default=8, metadata={"help": "pairs per image (1-8), each with a different neighbour"}
-    )
-    head_hidden_dim: int = field(
-        default=512, metadata={"help": "hidden width of the pair classifier MLP"}
-    )
-    crop_min_scale: float = field(
-        default=0.6, metadata={"help": "smallest random crop of the image, as an area fraction"}
-    )
+    color_drop: bool = opt(True, "replace 2 of 3 colour channels of each patch with noise")
+    neighbours_per_image: int = opt(8, "pairs per image (1-8), each with a different neighbour")
+    head_hidden_dim: int = opt(512, "hidden width of the pair classifier MLP")
+    crop_min_scale: float = opt(0.6, "smallest random crop of the image, as an area fraction")
 
 
 def patch_layout(size: int, gap_ratio: float, jitter_ratio: float) -> tuple[int, int, int]:

@@ -13,13 +13,14 @@ random resized crop of 60-100% of the image; no colour jitter (rotation does not
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine import augment
+from engine.config import opt
 from engine.heads import mlp
 from engine.methods.base import Method
 from engine.registry import MethodSpec, register_method
@@ -27,12 +28,8 @@ from engine.registry import MethodSpec, register_method
 
 @dataclass
 class RotationConfig:
-    head_hidden_dim: int = field(
-        default=512, metadata={"help": "classifier MLP hidden width (0 = linear classifier)"}
-    )
-    crop_min_scale: float = field(
-        default=0.6, metadata={"help": "smallest random crop, as a fraction of the image area"}
-    )
+    head_hidden_dim: int = opt(512, "classifier MLP hidden width (0 = linear classifier)")
+    crop_min_scale: float = opt(0.6, "smallest random crop, as a fraction of the image area")
 
 
 def rotate_all(x: Tensor) -> tuple[Tensor, Tensor]:

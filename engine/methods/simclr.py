@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from engine import augment
+from engine.config import opt
 from engine.heads import mlp
 from engine.losses import nt_xent
 from engine.methods.base import Method
@@ -15,11 +16,9 @@ from engine.registry import MethodSpec, register_method
 
 @dataclass
 class SimCLRConfig:
-    temperature: float = field(
-        default=0.5, metadata={"help": "NT-Xent temperature (0.5 in the paper's CIFAR runs)"}
-    )
-    proj_hidden_dim: int = field(default=512, metadata={"help": "projection MLP hidden width"})
-    proj_dim: int = field(default=128, metadata={"help": "projection output dimension"})
+    temperature: float = opt(0.5, "NT-Xent temperature (0.5 in the paper's CIFAR runs)")
+    proj_hidden_dim: int = opt(512, "projection MLP hidden width")
+    proj_dim: int = opt(128, "projection output dimension")
 
 
 class SimCLR(Method):

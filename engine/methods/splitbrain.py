@@ -18,13 +18,14 @@ other. `--backbone resnet18|resnet50` selects the split version of that ResNet.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from engine.backbones import SplitBrainBackbone, build_backbone
 from engine.color import LQuantizer, rgb_to_lab, soft_cross_entropy
+from engine.config import opt
 from engine.errors import UserError
 from engine.methods.colorization import ColorTargetMethod, DenseHead
 from engine.registry import MethodSpec, register_method
@@ -32,25 +33,16 @@ from engine.registry import MethodSpec, register_method
 
 @dataclass
 class SplitBrainConfig:
-    grid: float = field(default=10.0, metadata={"help": "ab bin size in Lab units"})
-    l_bins: int = field(default=50, metadata={"help": "number of uniform L bins for ab -> L"})
-    pred_stride: int = field(
-        default=4, metadata={"help": "predict at 1/pred_stride of the input resolution"}
+    grid: float = opt(10.0, "ab bin size in Lab units")
+    l_bins: int = opt(50, "number of uniform L bins for ab -> L")
+    pred_stride: int = opt(4, "predict at 1/pred_stride of the input resolution")
+    rebalance: bool = opt(
+        False, "weight L -> ab pixels toward rare colours (colorization's rebalancing)"
     )
-    rebalance: bool = field(
-        default=False,
-        metadata={"help": "weight L -> ab pixels toward rare colours (colorization's rebalancing)"},
-    )
-    rebalance_lambda: float = field(
-        default=0.5, metadata={"help": "mix of the colour prior with uniform"}
-    )
-    prior_images: int = field(
-        default=10000, metadata={"help": "training images used to measure the colour prior"}
-    )
-    head_dim: int = field(default=128, metadata={"help": "width of each dense head"})
-    crop_min_scale: float = field(
-        default=0.5, metadata={"help": "smallest random crop, as an area fraction"}
-    )
+    rebalance_lambda: float = opt(0.5, "mix of the colour prior with uniform")
+    prior_images: int = opt(10000, "training images used to measure the colour prior")
+    head_dim: int = opt(128, "width of each dense head")
+    crop_min_scale: float = opt(0.5, "smallest random crop, as an area fraction")
 
 
 def splitbrain_backbone(name: str, image_size: int) -> SplitBrainBackbone:

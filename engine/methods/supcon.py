@@ -3,12 +3,13 @@ image, and every image of the same class is a positive (L_out, the paper's bette
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from engine import augment
+from engine.config import opt
 from engine.distributed import all_reduce_mean
 from engine.errors import UserError
 from engine.heads import mlp
@@ -19,12 +20,11 @@ from engine.registry import MethodSpec, register_method
 
 @dataclass
 class SupConConfig:
-    temperature: float = field(default=0.1, metadata={"help": "temperature (paper 0.1)"})
-    proj_hidden_dim: int = field(
-        default=0,
-        metadata={"help": "projection MLP hidden width (0 = backbone width, as in the paper)"},
+    temperature: float = opt(0.1, "temperature (paper 0.1)")
+    proj_hidden_dim: int = opt(
+        0, "projection MLP hidden width (0 = backbone width, as in the paper)"
     )
-    proj_dim: int = field(default=128, metadata={"help": "projection dimension (paper 128)"})
+    proj_dim: int = opt(128, "projection dimension (paper 128)")
 
 
 class SupCon(Method):

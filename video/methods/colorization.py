@@ -16,7 +16,7 @@ instead of the 3D convolutions, 64 px input -> 8x8 grid by default (scaled to sm
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from engine import augment
 from engine.augment import normalize
 from engine.backbones import build_backbone, is_vit
 from engine.color import gray_rgb, rgb_to_lab
+from engine.config import opt
 from engine.errors import UserError
 from engine.kmeans import assign, kmeans
 from engine.methods.base import Method
@@ -37,24 +38,14 @@ NAME = "colorization_video"
 
 @dataclass
 class ColorizationVideoConfig:
-    n_ref: int = field(
-        default=3, metadata={"help": "reference frames per target (paper: 3, predict the 4th)"}
-    )
-    frame_stride: int = field(default=2, metadata={"help": "frames between the clip's frames"})
-    sampling: str = field(default="random", metadata={"help": "clip start: random | uniform"})
-    clusters: int = field(
-        default=16, metadata={"help": "k-means colour clusters in ab (paper: 16)"}
-    )
-    embed_dim: int = field(default=64, metadata={"help": "embedding dimension (paper: 64)"})
-    temperature: float = field(
-        default=1.0, metadata={"help": "softmax temperature of the pointer during training"}
-    )
-    kmeans_frames: int = field(
-        default=256, metadata={"help": "training frames sampled to fit the colour clusters"}
-    )
-    crop_scale_min: float = field(
-        default=0.6, metadata={"help": "random-resized-crop lower scale, shared by a clip's frames"}
-    )
+    n_ref: int = opt(3, "reference frames per target (paper: 3, predict the 4th)")
+    frame_stride: int = opt(2, "frames between the clip's frames")
+    sampling: str = opt("random", "clip start: random | uniform")
+    clusters: int = opt(16, "k-means colour clusters in ab (paper: 16)")
+    embed_dim: int = opt(64, "embedding dimension (paper: 64)")
+    temperature: float = opt(1.0, "softmax temperature of the pointer during training")
+    kmeans_frames: int = opt(256, "training frames sampled to fit the colour clusters")
+    crop_scale_min: float = opt(0.6, "random-resized-crop lower scale, shared by a clip's frames")
 
     @property
     def clip_len(self) -> int:

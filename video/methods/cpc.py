@@ -19,13 +19,14 @@ has a k-step future inside the clip (CPC's form), 8 frames, K = 3.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.augment import ViewSpec
+from engine.config import opt
 from engine.methods.base import Method
 from engine.registry import MethodSpec, register_method
 from video.methods.common import eval_on_clips
@@ -35,27 +36,15 @@ NAME = "cpc"
 
 @dataclass
 class CPCConfig:
-    clip_len: int = field(default=8, metadata={"help": "frames per sequence (DPC: 8 blocks)"})
-    frame_stride: int = field(default=2, metadata={"help": "frames between consecutive steps"})
-    sampling: str = field(default="random", metadata={"help": "clip start: random | uniform"})
-    pred_steps: int = field(
-        default=3, metadata={"help": "future steps predicted, one W_k each (DPC: 3)"}
-    )
-    hidden_dim: int = field(default=256, metadata={"help": "GRU / ConvGRU context channels"})
-    dense: bool = field(
-        default=True,
-        metadata={"help": "DPC: predict feature maps with a ConvGRU (False: pooled CPC)"},
-    )
-    crop_scale_min: float = field(
-        default=0.3, metadata={"help": "random-resized-crop lower scale, shared by a clip's frames"}
-    )
-    normalize: bool = field(
-        default=True,
-        metadata={"help": "cosine scores / temperature (False: the paper's raw dot product)"},
-    )
-    temperature: float = field(
-        default=0.1, metadata={"help": "InfoNCE temperature when normalize is on"}
-    )
+    clip_len: int = opt(8, "frames per sequence (DPC: 8 blocks)")
+    frame_stride: int = opt(2, "frames between consecutive steps")
+    sampling: str = opt("random", "clip start: random | uniform")
+    pred_steps: int = opt(3, "future steps predicted, one W_k each (DPC: 3)")
+    hidden_dim: int = opt(256, "GRU / ConvGRU context channels")
+    dense: bool = opt(True, "DPC: predict feature maps with a ConvGRU (False: pooled CPC)")
+    crop_scale_min: float = opt(0.3, "random-resized-crop lower scale, shared by a clip's frames")
+    normalize: bool = opt(True, "cosine scores / temperature (False: the paper's raw dot product)")
+    temperature: float = opt(0.1, "InfoNCE temperature when normalize is on")
 
 
 def cpc_loss(

@@ -15,12 +15,13 @@ Scaled down: cube 2 x 4 x 4 at 32 px (the engine's patch rule), 4-frame clips.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from engine import augment
+from engine.config import opt
 from engine.hog import auto_cell, hog_patch_targets
 from engine.masking import masked_mean
 from engine.methods.base import Method
@@ -33,27 +34,14 @@ NAME = "maskfeat_video"
 
 @dataclass
 class MaskFeatVideoConfig:
-    clip_len: int = field(
-        default=4, metadata={"help": "frames per clip (paper: 16), a multiple of the cube's 2"}
-    )
-    frame_stride: int = field(
-        default=2, metadata={"help": "frames between the clip's frames (paper: 4)"}
-    )
-    sampling: str = field(default="random", metadata={"help": "clip start: random | uniform"})
-    mask_ratio: float = field(
-        default=0.4, metadata={"help": "fraction of cubes masked (paper: 0.4)"}
-    )
-    hog_bins: int = field(default=9, metadata={"help": "HOG orientation bins"})
-    hog_cell: int = field(
-        default=8,
-        metadata={"help": "HOG cell in pixels, shrunk to the cube's side on small inputs"},
-    )
-    crop_scale_min: float = field(
-        default=0.5, metadata={"help": "random-resized-crop lower scale, shared by a clip's frames"}
-    )
-    depth: int = field(
-        default=0, metadata={"help": "transformer blocks (0 = the ViT size's default)"}
-    )
+    clip_len: int = opt(4, "frames per clip (paper: 16), a multiple of the cube's 2")
+    frame_stride: int = opt(2, "frames between the clip's frames (paper: 4)")
+    sampling: str = opt("random", "clip start: random | uniform")
+    mask_ratio: float = opt(0.4, "fraction of cubes masked (paper: 0.4)")
+    hog_bins: int = opt(9, "HOG orientation bins")
+    hog_cell: int = opt(8, "HOG cell in pixels, shrunk to the cube's side on small inputs")
+    crop_scale_min: float = opt(0.5, "random-resized-crop lower scale, shared by a clip's frames")
+    depth: int = opt(0, "transformer blocks (0 = the ViT size's default)")
 
 
 def cube_masks(
