@@ -116,6 +116,18 @@ def field_type(cls: type, f: dataclasses.Field) -> Any:
     return hints.get(f.name, f.type)
 
 
+def scalar_fields(cls: type, skip: tuple[str, ...] = ()):
+    """(field, type) of the fields a user sets one by one: CLI flags and GUI form rows (nested
+    dataclasses and dicts such as method_args are filled elsewhere)."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        tp = field_type(cls, f)
+        if dataclasses.is_dataclass(tp) or typing.get_origin(tp) is dict or tp is dict:
+            continue
+        yield f, tp
+
+
 def add_dataclass_args(
     parser: argparse.ArgumentParser,
     cls: type,
@@ -124,12 +136,7 @@ def add_dataclass_args(
     dest_prefix: str = "",
 ) -> None:
     """Add one --flag per scalar field; defaults are None so unset flags can be told apart."""
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        tp = field_type(cls, f)
-        if dataclasses.is_dataclass(tp) or typing.get_origin(tp) is dict or tp is dict:
-            continue
+    for f, tp in scalar_fields(cls, skip):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         flag = "--" + (prefix + f.name).replace("_", "-")
         kwargs: dict[str, Any] = {

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import dataclass_defaults, field_type
+from engine.config import dataclass_defaults, scalar_fields
 from engine.errors import UserError
 
 
@@ -61,12 +61,7 @@ class DataclassForm(QWidget):
         self.layout_.setContentsMargins(4, 4, 4, 4)
         self.layout_.setHorizontalSpacing(12)
         self.layout_.setVerticalSpacing(6)
-        for f in dataclasses.fields(cls):
-            if f.name in skip:
-                continue
-            tp = field_type(cls, f)
-            if dataclasses.is_dataclass(tp) or typing.get_origin(tp) is dict or tp is dict:
-                continue
+        for f, tp in scalar_fields(cls, skip):
             w = self._make(f, tp)
             w.setToolTip(f.metadata.get("help", ""))
             w.setObjectName(f"field_{f.name}")

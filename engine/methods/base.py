@@ -163,6 +163,29 @@ def online_and_target(
     return online, targets
 
 
+def reconstruction_features(figure: str):
+    """MethodSpec.features of a generative method: the "reconstruction" kind draws
+    engine.visualize.reconstructions.<figure>(method, images, names, **opts); every other kind
+    comes from the backbone (None)."""
+
+    def features(method: Method, kind: str, source: Any = None) -> Any:
+        if kind != "reconstruction":
+            return None
+        from engine.visualize import reconstructions
+
+        return reconstructions.Reconstruction(
+            method, method.image_size, getattr(reconstructions, figure)
+        )
+
+    return features
+
+
+@torch.no_grad()
+def ema_follow(target: nn.Module, online: nn.Module, base: float, step: int, total: int) -> None:
+    """The EMA target step of BYOL / MoCo / DINO: momentum on a cosine from `base` to 1."""
+    ema_update(target, online, cosine_momentum(base, step, total))
+
+
 def cosine_momentum(base: float, step: int, total_steps: int, final: float = 1.0) -> float:
     """BYOL/DINO schedule: momentum rises from `base` to `final` along a cosine."""
     if total_steps <= 1:

@@ -14,8 +14,7 @@ from engine.heads import mlp
 from engine.losses import byol_loss
 from engine.methods.base import (
     Method,
-    cosine_momentum,
-    ema_update,
+    ema_follow,
     frozen_copy,
     online_and_target,
 )
@@ -47,8 +46,8 @@ class BYOL(Method):
         return {"loss": byol_loss(p1, z2) + byol_loss(p2, z1)}
 
     def on_step_end(self, step: int, total_steps: int) -> None:
-        m = cosine_momentum(self.cfg.ema_momentum, step, total_steps)
-        ema_update(self.target, nn.Sequential(self.backbone, self.projector), m)
+        online = nn.Sequential(self.backbone, self.projector)
+        ema_follow(self.target, online, self.cfg.ema_momentum, step, total_steps)
 
 
 register_method(

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from engine import augment
 from engine.color import ABQuantizer, gray_rgb, lab_to_rgb, rgb_to_lab, soft_cross_entropy
 from engine.config import opt
-from engine.methods.base import Method
+from engine.methods.base import Method, reconstruction_features
 from engine.registry import MethodSpec, register_method
 
 
@@ -189,17 +189,6 @@ def colorize(model: Colorization, images: Tensor, temperature: float | None = No
         model.train(was_training)
 
 
-def reconstruction(method, kind: str, source=None):
-    """MethodSpec.features: the figure of what the model reconstructs; the rest is the backbone's."""
-    from engine.visualize.reconstructions import Reconstruction, colorization_method_figure
-
-    return (
-        Reconstruction(method, method.image_size, colorization_method_figure)
-        if kind == "reconstruction"
-        else None
-    )
-
-
 register_method(
     MethodSpec(
         name="colorization",
@@ -208,7 +197,7 @@ register_method(
         build=Colorization.build,
         family="pretext",
         produces=("global", "dense", "reconstruction"),
-        features=reconstruction,
+        features=reconstruction_features("colorization_method_figure"),
         defaults={"backbone": "resnet18", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4},
     )
 )

@@ -28,7 +28,7 @@ from engine.errors import UserError
 from engine.losses import dino_loss
 from engine.masking import attention_masks, block_masks, cls_attention, tokens_and_attention
 from engine.methods.base import ema_center, frozen_copy
-from engine.methods.dino import DINO, DINOConfig, DINOHead
+from engine.methods.dino import DINO, DINO_DEFAULTS, DINOConfig, DINOHead
 from engine.registry import MethodSpec, register_method
 
 
@@ -205,12 +205,6 @@ register_method(
         config_cls=IBOTConfig,
         build=IBOT.build,
         family="masked",
-        defaults={
-            "backbone": "vit_tiny",
-            "optimizer": "adamw",
-            "lr": 5e-4,
-            "weight_decay": 0.04,
-            "clip_grad": 3.0,
-        },
+        defaults=DINO_DEFAULTS,
     )
 )

@@ -27,7 +27,7 @@ from engine.masking import (
     random_masking,
     restore_order,
 )
-from engine.methods.base import Method
+from engine.methods.base import Method, reconstruction_features
 from engine.registry import MethodSpec, register_method
 
 
@@ -144,17 +144,6 @@ def _init(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-def reconstruction(method, kind: str, source=None):
-    """MethodSpec.features: the figure of what the model reconstructs; the rest is the backbone's."""
-    from engine.visualize.reconstructions import Reconstruction, mae_method_figure
-
-    return (
-        Reconstruction(method, method.image_size, mae_method_figure)
-        if kind == "reconstruction"
-        else None
-    )
-
-
 register_method(
     MethodSpec(
         name="mae",
@@ -163,7 +152,7 @@ register_method(
         build=MAE.build,
         family="masked",
         produces=("global", "dense", "reconstruction"),
-        features=reconstruction,
+        features=reconstruction_features("mae_method_figure"),
         defaults={
             "backbone": "vit_tiny",
             "optimizer": "adamw",

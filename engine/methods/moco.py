@@ -31,7 +31,7 @@ from engine.heads import mlp
 from engine.losses import info_nce
 from engine.methods.base import (
     Method,
-    cosine_momentum,
+    ema_follow,
     ema_update,
     frozen_copy,
     online_and_target,
@@ -159,8 +159,8 @@ class MoCoV3(Method):
         return {"loss": 2 * t * (info_nce(q1, k2, None, t) + info_nce(q2, k1, None, t))}
 
     def on_step_end(self, step: int, total_steps: int) -> None:
-        m = cosine_momentum(self.cfg.ema_momentum, step, total_steps)
-        ema_update(self.momentum_encoder, nn.Sequential(self.backbone, self.projector), m)
+        online = nn.Sequential(self.backbone, self.projector)
+        ema_follow(self.momentum_encoder, online, self.cfg.ema_momentum, step, total_steps)
 
 
 register_method(
