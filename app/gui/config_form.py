@@ -23,21 +23,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.gui.sessions.cli_args import flag_value  # noqa: F401 - pages import it from here
 from engine.config import dataclass_defaults, scalar_fields
 from engine.errors import UserError
 
 
 def humanise(name: str) -> str:
     return name.replace("_", " ")
-
-
-def flag_value(v: Any) -> str:
-    """A value as the CLI parses it back (bools true/false, tuples comma-separated)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (tuple, list)):
-        return ",".join(str(x) for x in v)
-    return str(v)
 
 
 class DataclassForm(QWidget):

@@ -205,7 +205,8 @@ class CliJob(QObject):
 
 class _Signals(QObject):
     """Lives on the GUI thread; its own slots receive the worker's signals (queued), so the
-    callbacks always run on the GUI thread."""
+    callbacks always run on the GUI thread. With a latest-only key, a result whose call has
+    been superseded (or cancelled) is dropped instead of delivered."""
 
     done = Signal(object)
     failed = Signal(object)
@@ -215,21 +216,29 @@ class _Signals(QObject):
         on_done: Callable[[Any], None],
         on_error: Callable[[BaseException], None],
         parent: QObject | None = None,
+        key: tuple | None = None,
+        token: int = 0,
     ):
         super().__init__(parent)
         self.on_done, self.on_error = on_done, on_error
+        self.key, self.token = key, token
         self.done.connect(self._done)
         self.failed.connect(self._failed)
+
+    def current(self) -> bool:
+        return self.key is None or _latest.get(self.key) == self.token
 
     @Slot(object)
     def _done(self, result: Any) -> None:
         _live.discard(self)
-        self.on_done(result)
+        if self.current():
+            self.on_done(result)
 
     @Slot(object)
     def _failed(self, error: BaseException) -> None:
         _live.discard(self)
-        self.on_error(error)
+        if self.current():
+            self.on_error(error)
 
 
 class _Task(QRunnable):
@@ -239,6 +248,9 @@ class _Task(QRunnable):
         self.setAutoDelete(True)
 
     def run(self) -> None:
+        if not self.signals.current():  # superseded before it started: skip the work
+            self.signals.done.emit(None)
+            return
         try:
             result = self.fn()
         except BaseException as e:  # handed to the GUI thread, shown as a one-line dialog
@@ -251,6 +263,8 @@ class _Task(QRunnable):
 
 _pool: QThreadPool | None = None
 _live: set[_Signals] = set()
+_latest: dict[tuple, int] = {}  # (owner id, key) -> token of the newest call
+_tokens = iter(range(1, 1 << 62))
 
 
 def pool() -> QThreadPool:
@@ -261,13 +275,40 @@ def pool() -> QThreadPool:
     return _pool
 
 
+def _scope(owner: QObject | None, key: Any) -> tuple:
+    return (id(owner) if owner is not None else 0, key)
+
+
 def run_in_thread(
     fn: Callable[[], Any],
     on_done: Callable[[Any], None],
     on_error: Callable[[BaseException], None],
     owner: QObject | None = None,
+    key: Any = None,
 ) -> None:
-    """Run fn in a worker thread; on_done / on_error are called on the GUI thread."""
-    signals = _Signals(on_done, on_error, owner)
+    """Run fn in a worker thread; on_done / on_error are called on the GUI thread.
+
+    key (latest-only): a newer call with the same key and owner supersedes this one, whose
+    result (or error) is then dropped, never delivered; a call not yet started is skipped."""
+    scope, token = None, 0
+    if key is not None:
+        scope, token = _scope(owner, key), next(_tokens)
+        _latest[scope] = token
+    signals = _Signals(on_done, on_error, owner, scope, token)
     _live.add(signals)
     pool().start(_Task(fn, signals))
+
+
+def cancel_pending(owner: QObject | None, *keys: Any) -> None:
+    """Drop the results of the calls still running under these keys (e.g. on shutdown, or when
+    the input they were computed for is gone)."""
+    for key in keys:
+        scope = _scope(owner, key)
+        if scope in _latest:
+            _latest[scope] = next(_tokens)
+
+
+def is_pending(owner: QObject | None, key: Any) -> bool:
+    """A latest-only call under this key has not delivered (or been dropped) yet."""
+    scope = _scope(owner, key)
+    return any(s.key == scope and s.token == _latest.get(scope) for s in _live)

@@ -177,6 +177,9 @@ def list_captions(path: Path) -> Listing:
     return Listing("captions", path, items, classes, info, bad)
 
 
+SOURCE = "source"  # run_in_thread key: the open source's listing and checks
+
+
 class DataPage(Page):
     """Browse a dataset before training on it."""
 
@@ -191,7 +194,6 @@ class DataPage(Page):
         self.settings = settings
         self.listing: Listing | None = None
         self.bad: list[tuple[str, str]] = []
-        self._gen = 0  # bumps when another source is opened: stale worker results are ignored
         self._check_pos = 0
         self._checking = False
 
@@ -315,8 +317,6 @@ class DataPage(Page):
         path = Path(path).expanduser()
         if kind is None:
             kind = guess_kind(path)
-        self._gen += 1
-        gen = self._gen
         self.listing = None
         self.bad = []
         self._checking = False
@@ -327,25 +327,17 @@ class DataPage(Page):
         self.hint.setText("")
         self.train_btn.setEnabled(False)
         fn = {"images": list_image_folder, "video": list_video, "captions": list_captions}[kind]
-        jobs.run_in_thread(
-            lambda: fn(path),
-            lambda res: self._listed(gen, res),
-            lambda e: self._failed(gen, e),
-            self,
-        )
+        # latest-only: opening another source drops this one's listing and file checks
+        jobs.run_in_thread(lambda: fn(path), self._listed, self._failed, self, key=SOURCE)
 
-    def _failed(self, gen: int, e: BaseException) -> None:
-        if gen != self._gen:
-            return
+    def _failed(self, e: BaseException) -> None:
         self._checking = False
         self.check_bar.hide()
         self.path_label.setText("Nothing open.")
         self.summary.setText("Could not open this source.")
         show_error(self, e, "data page")
 
-    def _listed(self, gen: int, listing: Listing) -> None:
-        if gen != self._gen:
-            return
+    def _listed(self, listing: Listing) -> None:
         self.listing = listing
         self.settings.add_recent(
             {"images": "folders", "video": "videos", "captions": "captions"}[listing.kind],
@@ -381,11 +373,11 @@ class DataPage(Page):
             self.check_bar.setValue(0)
             self.check_bar.show()
             self._checking = True
-            self._check_next(gen)
+            self._check_next()
 
     # ---- checking every file in chunks (progress, cancellable by opening something else) ---
-    def _check_next(self, gen: int) -> None:
-        if gen != self._gen or self.listing is None:
+    def _check_next(self) -> None:
+        if self.listing is None:
             return
         items = self.listing.items[self._check_pos : self._check_pos + CHECK_CHUNK]
         if not items:
@@ -401,15 +393,13 @@ class DataPage(Page):
             return [(p, r) for p in paths if (r := check_image(Path(p)))]
 
         def done(bad):
-            if gen != self._gen:
-                return
             self._check_pos += len(items)
             self.check_bar.setValue(self._check_pos)
             for p, r in bad:
                 self._add_bad(p, r)
-            self._check_next(gen)
+            self._check_next()
 
-        jobs.run_in_thread(check, done, lambda e: self._failed(gen, e), self)
+        jobs.run_in_thread(check, done, self._failed, self, key=SOURCE)
 
     @property
     def checking(self) -> bool:
@@ -453,7 +443,7 @@ class DataPage(Page):
         self.grid.thumbs.set_items(items)
 
     def shutdown(self) -> None:
-        self._gen += 1
+        jobs.cancel_pending(self, SOURCE)
         self.grid.thumbs.shutdown()
 
 

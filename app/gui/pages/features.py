@@ -44,6 +44,9 @@ CELL = 150
 K_NEIGHBOURS = 6
 
 
+FEATURES, EMBEDDING = "features", "embedding"  # run_in_thread keys (latest-only)
+
+
 class FeaturesPage(Page):
     def __init__(self, settings: Settings, parent: QWidget | None = None):
         super().__init__(
@@ -53,7 +56,6 @@ class FeaturesPage(Page):
         )
         self.settings = settings
         self.fs: FeatureSet | None = None
-        self._gen = 0
         self._xy: np.ndarray | None = None
         self._pending_embedding = ""
 
@@ -277,34 +279,30 @@ class FeaturesPage(Page):
         if not folder:
             show_error(self, "choose a folder of images to look at")
             return
-        self._gen += 1
-        gen = self._gen
+        jobs.cancel_pending(self, EMBEDDING)  # the scatter of the previous features
         size, n = self.size_spin.value(), self.n_spin.value()
         self.busy.show()
         self.compute_btn.setEnabled(False)
         self.summary.setText("Loading the model and embedding the images…")
         jobs.run_in_thread(
             lambda: compute_features(source, folder, size, n),
-            lambda fs: self._computed(gen, fs),
-            lambda e: self._failed(gen, e),
+            self._computed,
+            self._failed,
             self,
+            key=FEATURES,
         )
 
     @property
     def computing(self) -> bool:
         return not self.compute_btn.isEnabled()
 
-    def _failed(self, gen: int, e: BaseException) -> None:
-        if gen != self._gen:
-            return
+    def _failed(self, e: BaseException) -> None:
         self.busy.hide()
         self.compute_btn.setEnabled(True)
         self.summary.setText("")
         show_error(self, e, "features")
 
-    def _computed(self, gen: int, fs: FeatureSet) -> None:
-        if gen != self._gen:
-            return
+    def _computed(self, fs: FeatureSet) -> None:
         self.fs = fs
         self.busy.hide()
         self.compute_btn.setEnabled(True)
@@ -455,20 +453,20 @@ class FeaturesPage(Page):
         if fs is None:
             return
         method = self.emb_method.currentData()
-        gen = self._gen
         self.emb_note.setText("computing t-SNE…" if method == "tsne" else "")
         self._pending_embedding = method
         jobs.run_in_thread(
             lambda: embedding_2d(fs, method),
-            lambda xy: self._embedded(gen, method, xy),
-            lambda e: self._failed(gen, e),
+            lambda xy: self._embedded(method, xy),
+            self._failed,
             self,
+            key=EMBEDDING,
         )
 
-    def _embedded(self, gen: int, method: str, xy: np.ndarray) -> None:
+    def _embedded(self, method: str, xy: np.ndarray) -> None:
         from engine.visualize.figures import PALETTE
 
-        if gen != self._gen or method != self.emb_method.currentData() or self.fs is None:
+        if method != self.emb_method.currentData() or self.fs is None:
             return
         fs = self.fs
         self._xy = xy
@@ -516,7 +514,9 @@ class FeaturesPage(Page):
         return False  # only short thread work here; nothing to stop on close
 
     def cancel(self) -> None:
-        self._gen += 1
+        jobs.cancel_pending(self, FEATURES, EMBEDDING)
+        self.busy.hide()
+        self.compute_btn.setEnabled(True)
 
     def shutdown(self) -> None:
-        self._gen += 1
+        jobs.cancel_pending(self, FEATURES, EMBEDDING)

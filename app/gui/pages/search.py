@@ -85,6 +85,9 @@ class QueryEngine:
             return self.searcher.search(q, k, None)
 
 
+SEARCH = "search"  # run_in_thread key: a newer query drops an older one's hits
+
+
 class SearchPage(Page):
     def __init__(self, settings: Settings, parent: QWidget | None = None):
         super().__init__(
@@ -95,7 +98,6 @@ class SearchPage(Page):
         self.settings = settings
         self.engine = QueryEngine()
         self.hits: list = []
-        self._gen = 0
         self.job = CliJob(self, kill_after_s=5)
         self.job.event.connect(self._on_event)
         self.job.finished.connect(self._on_finished)
@@ -371,8 +373,7 @@ class SearchPage(Page):
         if not index_dir or not (Path(index_dir) / "index.json").exists():
             show_error(self, "build an index first (step 1), then search it")
             return
-        self._gen += 1
-        gen, k = self._gen, self.k_spin.value()
+        k = self.k_spin.value()
         what = f"“{text}”" if text else f"photos like {Path(image).name}"
         self.results_label.setText(f"searching {what}…")
         if image:
@@ -380,23 +381,21 @@ class SearchPage(Page):
             self.large_caption.setText(f"query photo: {image}")
         jobs.run_in_thread(
             lambda: self.engine.search(index_dir, text, image, k),
-            lambda hits: self._results(gen, what, hits),
-            lambda e: self._failed(gen, e),
+            lambda hits: self._results(what, hits),
+            self._failed,
             self,
+            key=SEARCH,
         )
 
     @property
     def searching(self) -> bool:
         return self.results_label.text().startswith("searching")
 
-    def _failed(self, gen: int, e: BaseException) -> None:
-        if gen == self._gen:
-            self.results_label.setText("")
-            show_error(self, e, "search")
+    def _failed(self, e: BaseException) -> None:
+        self.results_label.setText("")
+        show_error(self, e, "search")
 
-    def _results(self, gen: int, what: str, hits: list) -> None:
-        if gen != self._gen:
-            return
+    def _results(self, what: str, hits: list) -> None:
         self.hits = hits
         items = []
         for h in hits:
@@ -445,7 +444,7 @@ class SearchPage(Page):
         self.index_picker.setEnabled(not running)
 
     def shutdown(self) -> None:
-        self._gen += 1
+        jobs.cancel_pending(self, SEARCH)
         self.grid.thumbs.shutdown()
         if self.job.is_running():
             self.job.kill()

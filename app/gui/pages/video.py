@@ -39,18 +39,21 @@ from app.gui.file_filters import VIDEO_FILTER
 from app.gui.jobs import CliJob
 from app.gui.mask_canvas import MaskCanvas, palette
 from app.gui.paths import Settings, data_dir, recent_models
-from app.gui.video_model import (
-    LoadedVideo,
-    gt_first_mask,
-    load_video,
-    read_result,
-    resolve_source,
-)
+from app.gui.sessions.video import VideoSession, object_ids
+from app.gui.video_model import LoadedVideo, load_video, resolve_source
 from app.gui.widgets import Page, info_label, std_icon
 
 MASK_FILTER = "Masks (*.png);;All files (*)"
 MODEL_FILTER = "Models (*.pt *.pth *.safetensors);;All files (*)"
 PROP_SKIP = ("norm_mask", "batch_frames", "tile")
+LOAD = "load"  # run_in_thread key: opening another video drops the previous load
+PROP_TIPS = {
+    "n_last": "context: the first frame plus this many previous frames",
+    "topk": "affinities kept per position",
+    "radius": "search window half-size in feature cells (0 = whole frame)",
+    "temperature": "softmax temperature of the affinities",
+    "short_side": "resize frames so the shorter side is this before features (0 = keep)",
+}
 
 
 def colour_icon(obj: int) -> QIcon:
@@ -60,6 +63,8 @@ def colour_icon(obj: int) -> QIcon:
 
 
 class VideoPage(Page):
+    """Renders a VideoSession and forwards input to it; the session holds the state."""
+
     def __init__(self, settings: Settings, parent: QWidget | None = None):
         super().__init__(
             "Video",
@@ -67,19 +72,44 @@ class VideoPage(Page):
             parent,
         )
         self.settings = settings
-        self.video: LoadedVideo | None = None
-        self.result_dir: Path | None = None
-        self.result: dict = {}
-        self.keypoints: dict | None = None
-        self.first_ids: np.ndarray | None = None  # the annotation, kept while scrubbing
-        self.first_points: list = []
-        self._mask_cache: dict[int, np.ndarray] = {}
-        self._gen = 0
+        self.session = VideoSession()
+        self.session.video_changed.connect(self._render_video)
+        self.session.result_changed.connect(self._render_result)
         self.job = CliJob(self, kill_after_s=5)
         self.job.event.connect(self._on_event)
         self.job.finished.connect(self._on_finished)
-        self._job_kind = ""
 
+        self.outer.addLayout(self._open_bar())
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self._viewer())
+        split.addWidget(self._controls())
+        split.setStretchFactor(0, 1)
+        split.setSizes([850, 420])
+        self.outer.addWidget(split, 1)
+
+        self.play_timer = QTimer(self)
+        self.play_timer.timeout.connect(self._next_frame)
+        self._connect()
+        self._set_objects([1])
+        self._refresh_features()
+        self._refresh_recent()
+        self._update_state()
+
+    # ---- the session's state, as the tests and the main window read it ---------------------
+    @property
+    def video(self) -> LoadedVideo | None:
+        return self.session.video
+
+    @property
+    def result(self) -> dict:
+        return self.session.result
+
+    @property
+    def result_dir(self) -> Path | None:
+        return self.session.result_dir
+
+    # ---- layout ----------------------------------------------------------------------------
+    def _open_bar(self) -> QHBoxLayout:
         bar = QHBoxLayout()
         self.open_btn = QPushButton("Open video…")
         self.open_btn.setIcon(std_icon(self, "SP_MediaPlay"))
@@ -91,16 +121,15 @@ class VideoPage(Page):
         self.recent = QComboBox()
         self.recent.setMinimumWidth(260)
         self.recent.setPlaceholderText("Recent…")
-        bar.addWidget(self.open_btn)
-        bar.addWidget(self.open_davis_btn)
-        bar.addWidget(self.seq_combo)
         self.info = info_label("", muted=True)
+        for w, stretch in ((self.open_btn, 0), (self.open_davis_btn, 0), (self.seq_combo, 0)):
+            bar.addWidget(w, stretch)
         bar.addWidget(self.info, 1)
         bar.addWidget(QLabel("Recent:"))
         bar.addWidget(self.recent)
-        self.outer.addLayout(bar)
+        return bar
 
-        split = QSplitter(Qt.Orientation.Horizontal)
+    def _viewer(self) -> QWidget:
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
@@ -119,29 +148,8 @@ class VideoPage(Page):
         tl.addWidget(self.timeline, 1)
         tl.addWidget(self.frame_label)
         ll.addLayout(tl)
-        split.addWidget(left)
-        split.addWidget(self._controls())
-        split.setStretchFactor(0, 1)
-        split.setSizes([850, 420])
-        self.outer.addWidget(split, 1)
+        return left
 
-        self.play_timer = QTimer(self)
-        self.play_timer.timeout.connect(self._next_frame)
-        self.play_btn.toggled.connect(self._play)
-        self.timeline.valueChanged.connect(self.show_frame)
-        self.open_btn.clicked.connect(self._browse_video)
-        self.open_davis_btn.clicked.connect(self._browse_folder)
-        self.seq_combo.activated.connect(
-            lambda _i: (
-                self.video and self.open(self.video.source.davis_root, self.seq_combo.currentText())
-            )
-        )
-        self.recent.activated.connect(lambda i: self.open(self.recent.itemData(i)))
-        self.canvas.edited.connect(self._annotation_changed)
-        self._refresh_recent()
-        self._update_state()
-
-    # ---- layout ----------------------------------------------------------------------------
     def _controls(self) -> QWidget:
         outer = QScrollArea()
         outer.setWidgetResizable(True)
@@ -151,12 +159,17 @@ class VideoPage(Page):
         w = QWidget()
         lay = QVBoxLayout(w)
         lay.setContentsMargins(8, 0, 4, 0)
+        lay.addWidget(self._annotation_box())
+        lay.addWidget(self._propagation_box())
+        lay.addWidget(self._results_box())
+        lay.addStretch(1)
+        outer.setWidget(w)
+        return outer
 
-        ann = QGroupBox("1 · Mark the first frame")
-        al = QVBoxLayout(ann)
+    def _tool_row(self) -> QHBoxLayout:
         tools = QHBoxLayout()
         self.tool_group = QButtonGroup(self)
-        self.tool_buttons = {}
+        self.tool_buttons: dict[str, QPushButton] = {}
         for mode, text, tip in (
             ("brush", "Brush", "paint the selected object (right button erases)"),
             ("erase", "Erase", "erase any object"),
@@ -174,7 +187,12 @@ class VideoPage(Page):
             tools.addWidget(b)
             b.clicked.connect(lambda _=False, m=mode: self.set_tool(m))
         self.tool_buttons["brush"].setChecked(True)
-        al.addLayout(tools)
+        return tools
+
+    def _annotation_box(self) -> QGroupBox:
+        ann = QGroupBox("1 · Mark the first frame")
+        al = QVBoxLayout(ann)
+        al.addLayout(self._tool_row())
         form = QFormLayout()
         objs = QHBoxLayout()
         self.object_combo = QComboBox()
@@ -198,8 +216,9 @@ class VideoPage(Page):
         al.addLayout(row)
         self.ann_label = info_label("", muted=True)
         al.addWidget(self.ann_label)
-        lay.addWidget(ann)
+        return ann
 
+    def _propagation_box(self) -> QGroupBox:
         prop = QGroupBox("2 · Propagate")
         pl = QVBoxLayout(prop)
         pf = QFormLayout()
@@ -212,14 +231,7 @@ class VideoPage(Page):
         from video.propagation import PropagationConfig
 
         self.prop_form = DataclassForm(PropagationConfig, skip=PROP_SKIP)
-        tips = {
-            "n_last": "context: the first frame plus this many previous frames",
-            "topk": "affinities kept per position",
-            "radius": "search window half-size in feature cells (0 = whole frame)",
-            "temperature": "softmax temperature of the affinities",
-            "short_side": "resize frames so the shorter side is this before features (0 = keep)",
-        }
-        for k, t in tips.items():
+        for k, t in PROP_TIPS.items():
             if k in self.prop_form.widgets:
                 self.prop_form.widgets[k].setToolTip(t)
         self.advanced_btn = QPushButton("Advanced settings ▸")
@@ -228,7 +240,6 @@ class VideoPage(Page):
         self.advanced_btn.setToolTip(
             "the propagation protocol's parameters (DINO's DAVIS defaults)"
         )
-        self.advanced_btn.toggled.connect(self._toggle_advanced)
         pl.addWidget(self.advanced_btn)
         pl.addWidget(self.prop_form)
         self.prop_form.hide()
@@ -247,8 +258,9 @@ class VideoPage(Page):
         pl.addWidget(self.progress)
         self.prop_label = info_label("", muted=True)
         pl.addWidget(self.prop_label)
-        lay.addWidget(prop)
+        return prop
 
+    def _results_box(self) -> QGroupBox:
         res = QGroupBox("3 · Results")
         rl = QVBoxLayout(res)
         self.jf_label = QLabel("Propagate to see the masks on every frame.")
@@ -266,10 +278,20 @@ class VideoPage(Page):
         er.addWidget(self.export_masks_btn)
         er.addWidget(self.export_video_btn)
         rl.addLayout(er)
-        lay.addWidget(res)
-        lay.addStretch(1)
-        outer.setWidget(w)
+        return res
 
+    def _connect(self) -> None:
+        self.play_btn.toggled.connect(self._play)
+        self.timeline.valueChanged.connect(self.show_frame)
+        self.open_btn.clicked.connect(self._browse_video)
+        self.open_davis_btn.clicked.connect(self._browse_folder)
+        self.seq_combo.activated.connect(
+            lambda _i: (
+                self.video and self.open(self.video.source.davis_root, self.seq_combo.currentText())
+            )
+        )
+        self.recent.activated.connect(lambda i: self.open(self.recent.itemData(i)))
+        self.canvas.edited.connect(self._annotation_changed)
         self.add_obj_btn.clicked.connect(self._add_object)
         self.object_combo.currentIndexChanged.connect(
             lambda _i: setattr(self.canvas, "current", int(self.object_combo.currentData() or 1))
@@ -278,15 +300,13 @@ class VideoPage(Page):
         self.load_mask_btn.clicked.connect(self._browse_mask)
         self.gt_btn.clicked.connect(self.use_ground_truth)
         self.clear_btn.clicked.connect(self.canvas.clear)
+        self.advanced_btn.toggled.connect(self._toggle_advanced)
         self.propagate_btn.clicked.connect(self.propagate)
         self.cancel_btn.clicked.connect(self.cancel)
         self.export_masks_btn.clicked.connect(self._export_masks)
         self.export_video_btn.clicked.connect(self._export_video)
         self.opacity.valueChanged.connect(self._opacity_changed)
-        self._set_objects([1])
-        self._refresh_features()
         self.features_combo.activated.connect(self._features_activated)
-        return outer
 
     def _toggle_advanced(self, on: bool) -> None:
         self.prop_form.setVisible(on)
@@ -354,31 +374,30 @@ class VideoPage(Page):
         except Exception as e:  # noqa: BLE001 - shown as a one-line dialog
             show_error(self, e, "video")
             return
-        self._gen += 1
-        gen = self._gen
         self.info.setText(f"Reading {src.frames.name} …")
         jobs.run_in_thread(
             lambda: load_video(src),
-            lambda v: self._loaded(gen, v, path),
-            lambda e: self._load_failed(gen, e),
+            lambda v: self._loaded(v, path),
+            self._load_failed,
             self,
+            key=LOAD,
         )
 
     @property
     def loading(self) -> bool:
-        return self.info.text().startswith("Reading ")
+        return jobs.is_pending(self, LOAD)
 
-    def _load_failed(self, gen: int, e: BaseException) -> None:
-        if gen == self._gen:
-            self.info.setText("")
-            show_error(self, e, "video")
+    def _load_failed(self, e: BaseException) -> None:
+        self.info.setText("")
+        show_error(self, e, "video")
 
-    def _loaded(self, gen: int, video: LoadedVideo, opened: str | Path) -> None:
-        if gen != self._gen:
-            return
-        self.video = video
+    def _loaded(self, video: LoadedVideo, opened: str | Path) -> None:
         self.settings.add_recent("videos", opened)
         self._refresh_recent()
+        self.session.set_video(video)  # -> _render_video
+
+    def _render_video(self) -> None:
+        video = self.session.video
         src = video.source
         self.seq_combo.blockSignals(True)
         self.seq_combo.clear()
@@ -386,15 +405,7 @@ class VideoPage(Page):
         self.seq_combo.setCurrentText(src.name)
         self.seq_combo.setVisible(len(src.sequences) > 1)
         self.seq_combo.blockSignals(False)
-        h, w = video.size
-        gt = " · ground truth available" if src.ground_truth else ""
-        bad = f" · {len(video.bad_frames)} frames could not be decoded" if video.bad_frames else ""
-        self.info.setText(
-            f"{src.name}: {video.num_frames} frames, {w}x{h}, {video.fps:.0f} fps{gt}{bad}"
-        )
-        self.result_dir, self.result, self.keypoints = None, {}, None
-        self._mask_cache.clear()
-        self.first_ids, self.first_points = None, []
+        self.info.setText(self.session.describe())
         self.canvas.set_frame(video.first)
         self._set_objects([1])
         self.timeline.blockSignals(True)
@@ -454,10 +465,10 @@ class VideoPage(Page):
             return
         self.timeline.setValue(0)
         self.canvas.set_mask(ids)
-        self._set_objects([i for i in np.unique(ids).tolist() if i not in (0, 255)])
+        self._set_objects(sorted(object_ids(ids)))
 
     def use_ground_truth(self) -> None:
-        p = gt_first_mask(self.video.source) if self.video else None
+        p = self.session.ground_truth_mask()
         if p is None:
             show_error(
                 self, "this video has no ground-truth annotations (DAVIS Annotations folder)"
@@ -467,58 +478,30 @@ class VideoPage(Page):
 
     def _annotation_changed(self) -> None:
         if self.timeline.value() == 0 and self.canvas.mode != "view":
-            self.first_ids, self.first_points = self.canvas.ids.copy(), list(self.canvas.points)
+            self.session.set_annotation(self.canvas.ids, self.canvas.points)
         self._update_state()
 
     def annotation(self) -> tuple[np.ndarray | None, list]:
         if self.timeline.value() == 0 and self.canvas.ids is not None:
             return self.canvas.ids, list(self.canvas.points)
-        return self.first_ids, list(self.first_points)
+        return self.session.first_ids, list(self.session.first_points)
 
     # ---- timeline --------------------------------------------------------------------------
     def show_frame(self, t: int) -> None:
         v = self.video
         if v is None:
             return
-        self.frame_label.setText(
-            f"frame {t + 1} / {v.num_frames}" + (f" · {t / v.fps:.1f}s" if v.fps else "")
-        )
+        self.frame_label.setText(self.session.frame_text(t))
         if t == 0:
-            ids, pts = self.first_ids, self.first_points
-            self.canvas.set_frame(v.first, ids, pts)
+            self.canvas.set_frame(v.first, self.session.first_ids, self.session.first_points)
             self.canvas.mode = next(m for m, b in self.tool_buttons.items() if b.isChecked())
             return
         frame = v.timeline[t]
-        ids = self._result_mask(t, frame.shape[:2])
-        pts = []
-        if self.keypoints is not None and t < len(self.keypoints["frames"]):
-            sy, sx = frame.shape[0] / v.size[0], frame.shape[1] / v.size[1]
-            pts = [
-                (x * sx, y * sy, o)
-                for (x, y), o in zip(self.keypoints["frames"][t], self.keypoints["objects"])
-            ]
+        hw = frame.shape[:2]
         self.canvas.mode = "view"
-        self.canvas.set_frame(frame, ids, pts)
-
-    def _result_mask(self, t: int, hw: tuple[int, int]) -> np.ndarray | None:
-        if self.result_dir is None:
-            return None
-        if t not in self._mask_cache:
-            masks = self.result.get("masks") or []
-            p = Path(masks[t]) if t < len(masks) else None
-            if p is None or not p.exists():
-                return None
-            import cv2
-
-            from video.masks import read_mask
-
-            ids = read_mask(p)[0]
-            if ids.shape != hw:
-                ids = cv2.resize(ids, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
-            self._mask_cache[t] = ids
-            if len(self._mask_cache) > 600:
-                self._mask_cache.pop(next(iter(self._mask_cache)))
-        return self._mask_cache[t]
+        self.canvas.set_frame(
+            frame, self.session.result_mask(t, hw), self.session.keypoints_at(t, hw)
+        )
 
     def _play(self, on: bool) -> None:
         self.play_btn.setIcon(std_icon(self, "SP_MediaPause" if on else "SP_MediaPlay"))
@@ -545,8 +528,7 @@ class VideoPage(Page):
         if self.job.is_running():
             return
         ids, points = self.annotation()
-        has_mask = ids is not None and bool(((ids > 0) & (ids != 255)).any())
-        if not has_mask and not points:
+        if not self.session.has_marks(ids, points):
             show_error(
                 self,
                 "mark at least one object on the first frame: paint a mask, load a PNG, or place a keypoint",
@@ -557,29 +539,19 @@ class VideoPage(Page):
         except Exception as e:  # noqa: BLE001
             show_error(self, e)
             return
-        from app.gui.config_form import flag_value
-        from video.masks import write_mask
-
         out = data_dir() / "propagation" / f"{v.source.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        out.mkdir(parents=True, exist_ok=True)
-        args = ["propagate", "--video", str(v.source.frames), "--out", str(out)]
-        args += ["--checkpoint", self.features_combo.currentData() or "lab"]
-        for k, val in self.prop_form.changed_values().items():
-            args += ["--" + k.replace("_", "-"), flag_value(val)]
-        if has_mask:
-            write_mask(out / "first.png", ids)
-            args += ["--mask", str(out / "first.png")]
-        if points:
-            args += ["--points", *(f"{x:g},{y:g},{int(o)}" for x, y, o in points)]
-        if v.source.ground_truth:
-            args += ["--ground-truth", str(v.source.ground_truth)]
-        self.first_ids, self.first_points = (ids.copy() if ids is not None else None), list(points)
-        self._pending_out = out
+        args = self.session.propagate_args(
+            ids,
+            points,
+            self.features_combo.currentData() or "lab",
+            self.prop_form.changed_values(),
+            out,
+        )
         self._start_job("propagate", args, out / "events.jsonl")
         self.prop_label.setText("starting…")
 
     def _start_job(self, kind: str, args: list[str], events: Path) -> None:
-        self._job_kind = kind
+        self.session.job_kind = kind
         self.progress.setRange(0, 0)
         self.job.start(args, events=events)
         self._update_state()
@@ -599,61 +571,39 @@ class VideoPage(Page):
         if total:
             self.progress.setRange(0, total)
             self.progress.setValue(int(e["done"]))
-        stage = e.get("stage", "")
-        fps = f" · {e['rate']:.1f} frames/s" if e.get("rate") else ""
-        self.prop_label.setText(f"{stage}: {e['done']} / {total}{fps}" if total else stage)
+        self.prop_label.setText(self.session.progress_text(e))
 
     def _on_finished(self, code: int, message: str) -> None:
-        kind, cancelled = self._job_kind, self.job.stopping
+        kind, cancelled = self.session.job_kind, self.job.stopping
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if code == 0 else 0)
         self._update_state()
-        if cancelled:
-            self.prop_label.setText(
-                f"{'propagation' if kind == 'propagate' else 'export'} cancelled"
-            )
-            return
-        if code != 0:
-            self.prop_label.setText("failed")
-            show_error(self, message, kind)
+        if cancelled or code != 0:
+            self.prop_label.setText(self.session.finished_text(cancelled))
+            if not cancelled:
+                show_error(self, message, kind)
             return
         if kind == "propagate":
-            self.show_result(self._pending_out)
+            self.show_result(self.session.pending_out)
         else:
             self.prop_label.setText(f"wrote {(self.job.result or {}).get('out', '')}")
 
     def show_result(self, out: str | Path) -> None:
         """Load a finished propagation (masks, keypoints, J&F) onto the timeline."""
-        out = Path(out)
-        self.result_dir = out
-        self.result = read_result(out)
-        from video.pipeline import read_keypoints_csv
+        self.session.load_result(out)  # -> _render_result
 
-        kp = self.result.get("keypoints")
-        self.keypoints = read_keypoints_csv(kp) if kp and Path(kp).exists() else None
-        self._mask_cache.clear()
-        secs, fps = self.result.get("seconds", 0), self.result.get("frames_per_s", 0)
-        self.prop_label.setText(f"done in {secs:.1f}s ({fps:.1f} frames/s) · results in {out.name}")
-        self.prop_label.setToolTip(str(out))
-        jf = self.result.get("jf")
-        if jf:
-            objs = ", ".join(f"object {k}: J {v['J']:.2f}" for k, v in jf["objects"].items())
-            self.jf_label.setText(
-                f"<b>J&amp;F {jf['J&F']:.3f}</b> (J {jf['J']:.3f}, F {jf['F']:.3f}) against the ground truth, {jf['frames']} frames scored (first and last excluded). {objs}"
-            )
-        elif self.result.get("masks"):
-            self.jf_label.setText(
-                "Masks ready: scrub the timeline. (No ground truth to score against.)"
-            )
-        else:
-            self.jf_label.setText("Keypoints ready: scrub the timeline.")
+    def _render_result(self) -> None:
+        line, text = self.session.summary()
+        self.prop_label.setText(line)
+        self.prop_label.setToolTip(str(self.session.result_dir))
+        self.jf_label.setText(text)
         self._update_state()
         if self.video is not None and self.video.num_frames > 1:
             self.timeline.setValue(self.video.num_frames // 2)
 
     # ---- export ----------------------------------------------------------------------------
     def _export_masks(self) -> None:
-        if self.result_dir is None:
+        if not self.session.has_result:
             return
         folder = QFileDialog.getExistingDirectory(self, "Export masks to folder", str(Path.home()))
         if folder:
@@ -661,18 +611,12 @@ class VideoPage(Page):
 
     def export_masks(self, folder: str | Path) -> Path:
         """DAVIS layout: <folder>/<sequence>/00000.png ... (palette PNGs), the keypoints CSV beside."""
-        dest = Path(folder) / (self.video.source.name if self.video else "masks")
-        dest.mkdir(parents=True, exist_ok=True)
-        for p in self.result.get("masks") or []:
-            shutil.copy2(p, dest / Path(p).name)
-        kp = self.result.get("keypoints")
-        if kp and Path(kp).exists():
-            shutil.copy2(kp, dest / Path(kp).name)
+        dest = self.session.export_masks(folder)
         self.prop_label.setText(f"exported to {dest}")
         return dest
 
     def _export_video(self) -> None:
-        if self.result_dir is None or self.video is None:
+        if not self.session.has_result or self.video is None:
             return
         p, _ = QFileDialog.getSaveFileName(
             self,
@@ -685,59 +629,31 @@ class VideoPage(Page):
 
     def export_video(self, path: str | Path) -> None:
         """The overlay video: the propagation's own one when there are no keypoints to draw."""
-        made = self.result.get("overlay")
-        if (
-            made
-            and Path(made).exists()
-            and not self.result.get("keypoints")
-            and abs(self.opacity.value() / 255 - 0.5) < 0.05
-        ):
-            shutil.copy2(made, path)
+        args = self.session.overlay_plan(path, self.opacity.value() / 255)
+        if args is None:
+            shutil.copy2(self.result["overlay"], path)
             self.prop_label.setText(f"wrote {path}")
             return
-        args = ["overlay", "--video", str(self.video.source.frames), "--out", str(path)]
-        args += ["--alpha", f"{self.opacity.value() / 255:.3f}"]
-        masks = self.result.get("masks")
-        if masks:
-            args += ["--masks", str(Path(masks[0]).parent)]
-        if self.result.get("keypoints"):
-            args += ["--keypoints", self.result["keypoints"]]
-        self._start_job("overlay", args, self.result_dir / "overlay-events.jsonl")
+        self._start_job("overlay", args, self.session.result_dir / "overlay-events.jsonl")
 
     # ---- state -----------------------------------------------------------------------------
     def _update_state(self) -> None:
         running = self.job.is_running()
         has_video = self.video is not None
         ids, pts = self.annotation() if has_video else (None, [])
-        n_obj = len({int(i) for i in np.unique(ids)} - {0, 255}) if ids is not None else 0
-        self.ann_label.setText(
-            f"{n_obj} object(s) painted, {len(pts)} keypoint(s)" if has_video else ""
-        )
-        for w in (
-            self.propagate_btn,
-            self.load_mask_btn,
-            self.clear_btn,
-            self.open_btn,
-            self.open_davis_btn,
-        ):
-            w.setEnabled(
-                has_video
-                and not running
-                or w in (self.open_btn, self.open_davis_btn)
-                and not running
-            )
-        self.gt_btn.setEnabled(
-            has_video and not running and self.video.source.ground_truth is not None
-        )
+        self.ann_label.setText(self.session.annotation_text(ids, pts) if has_video else "")
+        for w in (self.propagate_btn, self.load_mask_btn, self.clear_btn):
+            w.setEnabled(has_video and not running)
+        for w in (self.open_btn, self.open_davis_btn):
+            w.setEnabled(not running)
+        self.gt_btn.setEnabled(not running and self.session.has_ground_truth)
         self.cancel_btn.setEnabled(running)
-        done = self.result_dir is not None and not running
-        self.export_masks_btn.setEnabled(
-            done and bool(self.result.get("masks") or self.result.get("keypoints"))
-        )
+        done = self.session.has_result and not running
+        self.export_masks_btn.setEnabled(done and self.session.can_export_masks)
         self.export_video_btn.setEnabled(done)
 
     def shutdown(self) -> None:
-        self._gen += 1
+        jobs.cancel_pending(self, LOAD)
         self.play_timer.stop()
         if self.job.is_running():
             self.job.kill()
