@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from app.cli import add_events_arg
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -34,6 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(k)
     k.add_argument("--k", type=int, default=200)
     k.add_argument("--temperature", type=float, default=0.07)
+    k.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also score the same architecture with random weights (seeded) on the same data: "
+        "did training learn anything beyond what an untrained network gives?",
+    )
+    k.add_argument("--seed", type=int, default=0, help="seed of the --baseline random weights")
+    add_events_arg(k)
     k.set_defaults(func=run_knn)
     li = ev.add_parser("linear", help="linear probe on frozen cached features")
     _common(li)
@@ -75,18 +85,66 @@ def _report(name: str, rows: list[dict], columns: list[str], source: str, result
         print(f"wrote {out}")
 
 
-def run_knn(args) -> int:
+def random_init_like(extractor, seed: int = 0):
+    """The extractor's backbone architecture with freshly initialised (seeded) weights, same
+    preprocessing: the untrained baseline that learned features must beat."""
+    import torch
+
+    from engine.backbones import build_backbone
+    from engine.errors import UserError
+    from engine.features import FeatureExtractor
+
+    arch = dict(getattr(extractor, "arch", {}) or {})
+    if not arch:
+        raise UserError(
+            f"{extractor.source}: --baseline needs the backbone architecture, which this model does not record"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone = build_backbone(**arch)
+    return FeatureExtractor(
+        backbone,
+        mean=extractor.mean,
+        std=extractor.std,
+        image_size=extractor.image_size,
+        source=f"random-init:{arch.get('name', '?')}:seed{seed}",
+    ).to(extractor.device)
+
+
+def _knn_scores(extractor, s, args) -> dict:
     from engine.evaluation.common import cached_features
     from engine.evaluation.knn import knn_accuracy
 
-    extractor, s, source = _setup(args)
     tx, ty = cached_features(extractor, s.train, num_workers=args.num_workers)
     vx, vy = cached_features(extractor, s.val, num_workers=args.num_workers)
     r = knn_accuracy(tx, ty, vx, vy, args.k, args.temperature)
-    r.update(
-        train_images=len(ty), val_images=len(vy), classes=s.num_classes, checkpoint=args.checkpoint
-    )
-    _report("knn", [r], ["top1", "top5", "k", "train_images", "val_images", "classes"], source, r)
+    r.update(train_images=len(ty), val_images=len(vy), classes=s.num_classes)
+    return r
+
+
+def run_knn(args) -> int:
+    job = getattr(args, "job", None)
+    stages = 2 if args.baseline else 1
+    if job is not None:
+        job.progress(0, stages, "trained model")
+    extractor, s, source = _setup(args)
+    r = _knn_scores(extractor, s, args)
+    r.update(checkpoint=args.checkpoint)
+    columns = ["top1", "top5", "k", "train_images", "val_images", "classes"]
+    rows = [r]
+    if args.baseline:
+        if job is not None:
+            job.progress(1, stages, "random init")
+        base = _knn_scores(random_init_like(extractor, args.seed), s, args)
+        base.update(seed=args.seed)
+        r["baseline"] = base
+        r["gain"] = r["top1"] - base["top1"]
+        rows = [{"model": "trained", **r}, {"model": "random init", **base}]
+        columns = ["model", *columns]
+    if job is not None:
+        job.progress(stages, stages, "done")
+    _report("knn", rows, columns, source, r)
+    args.result = r
     return 0
 
 

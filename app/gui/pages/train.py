@@ -32,11 +32,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.gui import jobs
 from app.gui.config_form import DataclassForm, flag_value
 from app.gui.errors import show_error
 from app.gui.jobs import CliJob, cli_command
-from app.gui.paths import Settings, default_runs_root
+from app.gui.paths import Settings, data_dir, default_runs_root
 from app.gui.runs import RunCurves, format_duration
+from app.gui.sessions.knn import KnnCheck, class_folders
 from app.gui.style import CURVE_COLOURS, MUTED
 from app.gui.widgets import Page, PathPicker, info_label, std_icon
 from engine.config import OptimConfig, TrainConfig
@@ -84,6 +86,10 @@ class TrainPage(Page):
         self._spec = None
         self._summaries: dict[Path, tuple] = {}
         self._final_status = ""
+        self.knn = KnnCheck()
+        self.knn.changed.connect(self._render_knn)
+        self.knn_job = CliJob(self)
+        self.knn_job.finished.connect(self._knn_finished)
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self._build_form())
@@ -254,6 +260,7 @@ class TrainPage(Page):
         rb.addStretch(1)
         rb.addWidget(self.inspect_btn)
         rl.addLayout(rb)
+        rl.addWidget(self._build_knn_check())
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(300)
@@ -274,6 +281,79 @@ class TrainPage(Page):
         lay.addWidget(vs, 1)
         self._update_buttons()
         return w
+
+    def _build_knn_check(self) -> QWidget:
+        """'Check features': kNN of the selected run against the same network, untrained."""
+        box = QWidget()
+        kl = QVBoxLayout(box)
+        kl.setContentsMargins(0, 4, 0, 0)
+        row = QHBoxLayout()
+        self.knn_val = PathPicker(
+            self.settings,
+            "folders",
+            "dir",
+            placeholder="validation folder with class sub-folders (optional)",
+        )
+        self.knn_btn = QPushButton("Check features (kNN vs random init)")
+        self.knn_btn.setToolTip(
+            "selfsup eval knn --baseline: does the trained network separate the classes of the "
+            "training data (or the validation folder) better than the same network with random weights?"
+        )
+        row.addWidget(self.knn_val, 1)
+        row.addWidget(self.knn_btn)
+        kl.addLayout(row)
+        self.knn_label = info_label("", muted=True)
+        self.knn_label.setWordWrap(True)
+        kl.addWidget(self.knn_label)
+        self.knn_btn.clicked.connect(self.check_features)
+        self.knn_val.chosen.connect(lambda p: self.knn.set_val(p))
+        self.knn_val.combo.lineEdit().editingFinished.connect(
+            lambda: self.knn.set_val(self.knn_val.path())
+        )
+        return box
+
+    # ---- kNN check -----------------------------------------------------------------------------
+    def _knn_select(self, run: Path | None) -> None:
+        """Tell the check which run is selected; scan its folders for classes off the GUI thread."""
+        finished = (
+            run is not None
+            and not (run == self.active_run and self.job.is_running())
+            and RunDir(run).status() != "running"
+        )
+        self.knn.set_run(run, finished)
+
+    def _scan_knn_folders(self) -> None:
+        todo = self.knn.folders_to_scan()
+        if not todo:
+            return
+        jobs.run_in_thread(
+            lambda: {f: class_folders(f) for f in todo},
+            self.knn.scanned,
+            lambda e: self.knn.scanned({f: [] for f in todo}),
+            self,
+            key="knn-scan",
+        )
+
+    def _render_knn(self) -> None:
+        self._scan_knn_folders()
+        self.knn_btn.setEnabled(self.knn.can_run and not self.knn_job.is_running())
+        self.knn_label.setText(self.knn.status_text())
+        v = self.knn.result
+        colour = "" if v is None else ("#027a48" if v.better else "#b42318")
+        self.knn_label.setStyleSheet(f"color: {colour};" if colour else "")
+
+    def check_features(self) -> None:
+        if self.knn_job.is_running() or not self.knn.can_run:
+            return
+        args = self.knn.args()
+        events = data_dir() / "knn-check" / f"{self.knn.run.name}.jsonl"
+        events.parent.mkdir(parents=True, exist_ok=True)
+        self.log_view.appendPlainText("$ " + " ".join(cli_command(args)))
+        self.knn_job.start(args, events=events)
+        self.knn.started()
+
+    def _knn_finished(self, code: int, message: str) -> None:
+        self.knn.finished(code, message, self.knn_job.result)
 
     # ---- method and form ---------------------------------------------------------------------
     def _populate_methods(self) -> None:
@@ -533,6 +613,7 @@ class TrainPage(Page):
         )
         self._redraw_status_only(status)
         self.refresh_runs(select=run)
+        self._knn_select(self.selected_run())
         self.run_finished.emit(str(run), status)
 
     def _redraw_status_only(self, status: str) -> None:
@@ -601,6 +682,7 @@ class TrainPage(Page):
             self.watch(run)
             self.command_label.setText("")
         self._update_buttons()
+        self._knn_select(run)
 
     def open_run(self, run_dir: str | Path) -> None:
         """`selfsup gui RUN_DIR`: show that run (its folder becomes the runs folder)."""
@@ -650,6 +732,10 @@ class TrainPage(Page):
 
     def shutdown(self) -> None:
         self.timer.stop()
+        jobs.cancel_pending(self, "knn-scan")
+        if self.knn_job.is_running():
+            self.knn_job.kill()
+            self.knn_job.wait(3000)
         if self.job.is_running():
             self.job.kill()
             self.job.wait(5000)
