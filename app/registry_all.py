@@ -1,30 +1,20 @@
-"""Import every package that registers methods and datasets (app is the only layer above all)."""
+"""Declare every package's methods and datasets (app is the only layer above all of them).
+
+Declaring is cheap: names and module paths only. A method's module (and torch) is imported when
+the method is first asked for, so `selfsup --help` and a child process that trains one method
+import only what they need."""
 
 from __future__ import annotations
 
 import importlib
-import warnings
 
-_PACKAGES = [
-    "engine.data",
-    "engine.methods",
-    "video.io",
-    "video.methods",
-    "multimodal.data",
-    "multimodal.clip_method",
-]
+_PACKAGES = ["engine.methods", "video.methods", "multimodal.methods"]
 _loaded = False
 
 
 def load_all() -> None:
     global _loaded
-    if _loaded:
-        return
-    for name in _PACKAGES:
-        try:
+    if not _loaded:
+        for name in _PACKAGES:
             importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):  # that package is not part of this install
-                continue
-            warnings.warn(f"could not load {name}: {e}", stacklevel=2)
-    _loaded = True
+        _loaded = True

@@ -7,8 +7,6 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from engine.errors import UserError
 
 FORMAT = "selfsup-v1"
@@ -24,10 +22,14 @@ def atomic_write(path: str | Path, write_fn) -> None:
 
 
 def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> None:
+    import torch  # here, not at the top: atomic_write serves torch-free callers too
+
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,20 @@ class MethodSpec:
 
 _METHODS: dict[str, MethodSpec] = {}
 _DATASETS: dict[str, Callable[..., Any]] = {}
+# name -> module that registers it, declared by each package's __init__ without importing the
+# module: listing names, `selfsup --help` and a training child import only what they need.
+_METHOD_MODULES: dict[str, str] = {}
+_DATASET_MODULES: dict[str, str] = {}
+
+
+def declare_methods(modules: dict[str, str]) -> None:
+    """{method name: module path}; the module registers the full spec when imported."""
+    _METHOD_MODULES.update(modules)
+
+
+def declare_datasets(modules: dict[str, str]) -> None:
+    """{data kind: module path}; the module registers the dataset builder when imported."""
+    _DATASET_MODULES.update(modules)
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
@@ -47,15 +62,28 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
+def method_modules() -> dict[str, str]:
+    """{declared method name: module path}."""
+    return dict(_METHOD_MODULES)
+
+
+def method_names() -> list[str]:
+    """Every declared or registered method name, without importing any method."""
+    return sorted(set(_METHODS) | set(_METHOD_MODULES))
+
+
 def get_method(name: str) -> MethodSpec:
+    if name not in _METHODS and name in _METHOD_MODULES:
+        importlib.import_module(_METHOD_MODULES[name])
     if name not in _METHODS:
-        choices = ", ".join(sorted(_METHODS)) or "(none registered)"
+        choices = ", ".join(method_names()) or "(none registered)"
         raise UserError(f"unknown method '{name}'; choose one of: {choices}")
     return _METHODS[name]
 
 
 def list_methods() -> list[MethodSpec]:
-    return [_METHODS[k] for k in sorted(_METHODS)]
+    """Full specs of every method (imports every declared method module)."""
+    return [get_method(k) for k in method_names()]
 
 
 def register_dataset(kind: str, builder: Callable[..., Any]) -> None:
@@ -63,8 +91,9 @@ def register_dataset(kind: str, builder: Callable[..., Any]) -> None:
 
 
 def build_dataset(kind: str, cfg: Any) -> Any:
+    if kind not in _DATASETS and kind in _DATASET_MODULES:
+        importlib.import_module(_DATASET_MODULES[kind])
     if kind not in _DATASETS:
-        raise UserError(
-            f"no dataset builder for data kind '{kind}'; known: {', '.join(sorted(_DATASETS))}"
-        )
+        known = sorted(set(_DATASETS) | set(_DATASET_MODULES))
+        raise UserError(f"no dataset builder for data kind '{kind}'; known: {', '.join(known)}")
     return _DATASETS[kind](cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# the user's cache folder (method catalog, probes): a fresh one per test session, not ~/.cache
+os.environ.setdefault("SELFSUP_CACHE", tempfile.mkdtemp(prefix="selfsup-cache-"))
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 

@@ -28,29 +28,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from engine.errors import UserError
+from video.config import PropagationConfig
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # uint8 [B, 3, H, W] -> [B, C, h, w]
-
-
-@dataclass
-class PropagationConfig:
-    n_last: int = 7  # context: first frame + the last n frames (DINO: 7)
-    topk: int = 5  # affinities kept per target position (DINO: 5)
-    radius: int = (
-        12  # square neighbourhood half-size in feature cells, <= 0: whole frame (DINO: 12)
-    )
-    temperature: float = 0.1  # softmax temperature on cosine similarity (DINO: 0.1)
-    norm_mask: bool = True  # rescale each upsampled channel to [0, 1] before argmax (DINO)
-    short_side: int = 0  # resize frames so their shorter side is this before features (0 = keep)
-    batch_frames: int = 4  # frames whose features are computed in one forward pass
-    tile: int = 12  # target tile side of the local implementation (12 fastest on CPU, measured)
 
 
 # ----------------------------------------------------------------------------- the core

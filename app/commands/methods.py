@@ -13,6 +13,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def describe() -> list[dict]:
+    """One row per method. Reading every method's defaults imports every method module (and
+    torch); the rows are cached per version of those files, so later calls import neither."""
+    import importlib.util
+
+    from engine import cache
+    from engine.registry import method_modules, method_names
+
+    modules = sorted(set(method_modules().values()))
+    files = [importlib.util.find_spec(m).origin for m in modules]
+    name = f"methods-{cache.files_key(files, method_names())}.json"
+    rows = cache.read_json(name)
+    if rows is None:
+        rows = _describe_all()
+        cache.write_json(name, rows)
+    return rows
+
+
+def _describe_all() -> list[dict]:
     from engine.config import dataclass_defaults
     from engine.registry import list_methods
 
@@ -22,6 +40,7 @@ def describe() -> list[dict]:
             "family": m.family,
             "data": m.data,
             "description": m.description,
+            "produces": list(m.produces),
             "train_defaults": m.defaults,
             "options": dataclass_defaults(m.config_cls),
         }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from engine.config import OptimConfig, TrainConfig, add_dataclass_args, collect_dataclass_args
-from engine.registry import get_method, list_methods
+from engine.registry import get_method, method_names
 
 
 def chosen_method(argv: list[str], default: str = "simclr") -> str:
@@ -24,16 +24,15 @@ def register(sub: argparse._SubParsersAction, argv: list[str]) -> None:
         description="Train a method on a folder of images (or videos / captions, by method). Method options appear with --method NAME --help.",
     )
     add_dataclass_args(p, TrainConfig, skip=("method",))
-    p.add_argument(
-        "--method", default=None, help="method name: " + ", ".join(m.name for m in list_methods())
-    )
+    p.add_argument("--method", default=None, help="method name: " + ", ".join(method_names()))
     g = p.add_argument_group("optimiser")
     add_dataclass_args(g, OptimConfig)
-    name = chosen_method(argv) if "train" in argv else "simclr"
-    try:
-        spec = get_method(name)
-    except Exception:
-        spec = None  # reported with the valid names when the command runs
+    spec = None  # only `selfsup train ...` imports its method (and torch) to add its flags
+    if argv[:1] == ["train"] or (argv and argv[0].startswith("-") and "train" in argv):
+        try:
+            spec = get_method(chosen_method(argv))
+        except Exception:
+            spec = None  # reported with the valid names when the command runs
     if spec is not None:
         mg = p.add_argument_group(f"{spec.name} options")
         add_dataclass_args(mg, spec.config_cls, dest_prefix="m_")

@@ -24,7 +24,7 @@ def _features_args(p: argparse.ArgumentParser) -> None:
         choices=["local", "dense"],
         help="local window (fast) or the dense reference",
     )
-    from video.propagation import PropagationConfig
+    from video.config import PropagationConfig
 
     add_dataclass_args(p, PropagationConfig)
 

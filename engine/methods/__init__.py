@@ -1,20 +1,30 @@
-"""Importing this package registers every engine method."""
+"""The engine's image methods: declared here by name, imported when first asked for
+(engine.registry.get_method), so listing them or starting the CLI does not import torch."""
 
-from engine.methods import (
-    barlow,  # noqa: F401
-    byol,  # noqa: F401
-    colorization,  # noqa: F401
-    deepcluster,  # noqa: F401
-    dino,  # noqa: F401
-    ibot,  # noqa: F401
-    inpainting,  # noqa: F401
-    jigsaw,  # noqa: F401
-    mae,  # noqa: F401
-    maskfeat,  # noqa: F401
-    moco,  # noqa: F401
-    relpatch,  # noqa: F401
-    rotation,  # noqa: F401
-    simclr,  # noqa: F401
-    splitbrain,  # noqa: F401
-    supcon,  # noqa: F401
+from engine.registry import declare_datasets, declare_methods
+
+declare_datasets({"images": "engine.data"})
+declare_methods(
+    {
+        name: f"engine.methods.{module}"
+        for name, module in {
+            "barlow_twins": "barlow",
+            "byol": "byol",
+            "colorization": "colorization",
+            "deepcluster": "deepcluster",
+            "dino": "dino",
+            "ibot": "ibot",
+            "inpainting": "inpainting",
+            "jigsaw": "jigsaw",
+            "mae": "mae",
+            "maskfeat": "maskfeat",
+            "moco_v2": "moco",
+            "moco_v3": "moco",
+            "relpatch": "relpatch",
+            "rotation": "rotation",
+            "simclr": "simclr",
+            "splitbrain": "splitbrain",
+            "supcon": "supcon",
+        }.items()
+    }
 )

@@ -1,8 +1,12 @@
-"""Importing this package registers the video methods and the "clips" dataset kind."""
+"""The video methods and the "clips" dataset kind: declared by name, imported on first use."""
 
-from video import data  # noqa: F401  (registers the "clips" dataset)
-from video.methods import (
-    colorization,  # noqa: F401
-    cpc,  # noqa: F401
-    maskfeat_video,  # noqa: F401
+from engine.registry import declare_datasets, declare_methods
+
+declare_datasets({"clips": "video.data"})
+declare_methods(
+    {
+        "colorization_video": "video.methods.colorization",
+        "cpc": "video.methods.cpc",
+        "maskfeat_video": "video.methods.maskfeat_video",
+    }
 )
