@@ -5,12 +5,36 @@ negatives are gathered with gradients, Barlow Twins' statistics are all-reduced.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 from engine.distributed import all_reduce_sum_with_grad, gather_no_grad, gather_with_grad, rank
 
 
+def fp32(loss_fn):
+    """Run a loss in float32 whatever the autocast precision: tensors (also inside lists) are
+    cast up and autocast is off inside, so logits divided by a small temperature (0.04-0.1) and
+    softmaxes are not quantised to bf16's 8 bits of mantissa. The result is a float32 tensor."""
+
+    def up(x):
+        if torch.is_tensor(x) and x.is_floating_point():
+            return x.float()
+        if isinstance(x, (list, tuple)):
+            return type(x)(up(v) for v in x)
+        return x
+
+    @functools.wraps(loss_fn)
+    def wrapped(*args, **kwargs):
+        device = next((a.device.type for a in args if torch.is_tensor(a)), "cpu")
+        with torch.autocast(device, enabled=False):
+            return loss_fn(*(up(a) for a in args), **{k: up(v) for k, v in kwargs.items()})
+
+    return wrapped
+
+
+@fp32
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     """SimCLR's NT-Xent over 2N views; negatives come from every process (gathered with grad)."""
     z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
@@ -28,6 +52,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     return F.cross_entropy(logits.masked_fill(is_self, float("-inf")), pos_cols)
 
 
+@fp32
 def info_nce(
     q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor | None = None, temperature: float = 0.2
 ) -> torch.Tensor:
@@ -45,11 +70,13 @@ def info_nce(
     return F.cross_entropy(logits, labels)
 
 
+@fp32
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """2 - 2 cos(p, z), mean over the batch (BYOL eq. 2); z is the stop-gradient target."""
     return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1)).mean()
 
 
+@fp32
 def dino_loss(
     student: list[torch.Tensor],
     teacher: list[torch.Tensor],
@@ -79,6 +106,7 @@ def _standardise(z: torch.Tensor, n: torch.Tensor, eps: float) -> torch.Tensor:
     return (z - mean) * torch.rsqrt(var + eps)
 
 
+@fp32
 def barlow_twins_loss(
     z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3, eps: float = 1e-5
 ) -> torch.Tensor:
@@ -95,6 +123,7 @@ def barlow_twins_loss(
     return on_diag + lambd * off_diag
 
 
+@fp32
 def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020, L_out): z [V*B, D] views stacked, labels
     [V*B] (>= 0). Positives of an anchor are all other samples of its label, on every process;

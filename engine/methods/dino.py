@@ -85,7 +85,9 @@ class DINOHead(nn.Module):
             if freeze_last
             else (self.last_v, self.last_g)
         )
-        return F.linear(x, g * F.normalize(v, dim=1))
+        # the prototype logits go through a 0.04-0.1 temperature: computed in fp32 under autocast
+        with torch.autocast(x.device.type, enabled=False):
+            return F.linear(x.float(), g * F.normalize(v, dim=1))
 
 
 def default_local_size(image_size: int, patch: int = 8) -> int:

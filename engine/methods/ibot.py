@@ -25,7 +25,7 @@ from torch import nn
 from engine.backbones import is_vit
 from engine.config import opt
 from engine.errors import UserError
-from engine.losses import dino_loss
+from engine.losses import dino_loss, fp32
 from engine.masking import attention_masks, block_masks, cls_attention, tokens_and_attention
 from engine.methods.base import ema_center, frozen_copy
 from engine.methods.dino import DINO, DINO_DEFAULTS, DINOConfig, DINOHead
@@ -59,6 +59,7 @@ class IBOTConfig(DINOConfig):
     norm_last_layer: bool = opt(False, "fix the last layer's weight-norm gain (iBOT ViT-S: no)")
 
 
+@fp32
 def ibot_patch_loss(
     student: list[torch.Tensor],
     teacher: list[torch.Tensor],

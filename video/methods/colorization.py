@@ -30,6 +30,7 @@ from engine.color import gray_rgb, rgb_to_lab
 from engine.config import opt
 from engine.errors import UserError
 from engine.kmeans import assign, kmeans
+from engine.losses import fp32
 from engine.methods.base import Method
 from engine.registry import MethodSpec, register_method
 
@@ -72,6 +73,7 @@ class ColorizationNet(nn.Module):
         return self.head(self.backbone.forward_dense(normalize(gray_rgb(rgb01))))
 
 
+@fp32
 def pointer_colorization_loss(
     ref: Tensor, tgt: Tensor, ref_ids: Tensor, tgt_ids: Tensor, k: int, temperature: float
 ) -> tuple[Tensor, Tensor]:

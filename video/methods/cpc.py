@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from engine.augment import ViewSpec
 from engine.config import opt
+from engine.losses import fp32
 from engine.methods.base import Method
 from engine.registry import MethodSpec, register_method
 from video.methods.common import eval_on_clips
@@ -47,6 +48,7 @@ class CPCConfig:
     temperature: float = opt(0.1, "InfoNCE temperature when normalize is on")
 
 
+@fp32
 def cpc_loss(
     z: Tensor, preds: Tensor, normalize: bool = True, temperature: float = 0.1
 ) -> tuple[Tensor, Tensor]:
