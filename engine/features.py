@@ -14,6 +14,7 @@ from engine.augment import MEAN, STD
 from engine.backbones import ViT, build_backbone
 from engine.checkpoint import load_checkpoint
 from engine.errors import UserError
+from engine.precision import Precision, choose_precision
 from engine.run import resolve
 
 EXPORT_FORMAT = "selfsup-export-v1"
@@ -37,6 +38,27 @@ class FeatureExtractor:
         self.source = source
         self.embed_dim: int = backbone.embed_dim
         self.stride: int = getattr(backbone, "stride", 1)
+        self.requested_precision = "auto"
+        self._precision: Precision | None = None
+
+    @property
+    def precision(self) -> Precision:
+        """The autocast precision of the forward passes: measured on first use (engine.precision;
+        fp32 on CPUs where bf16 is not clearly faster); outputs are always float32."""
+        if self._precision is None:
+            self._precision = choose_precision(
+                self.requested_precision, self.device, int(self.image_size)
+            )
+        return self._precision
+
+    def set_precision(self, requested: str) -> FeatureExtractor:
+        """auto | fp32 | bf16 | fp16 (the --precision flag of eval, visualize, propagate, index)."""
+        self.requested_precision, self._precision = requested, None
+        return self
+
+    def _forward(self, fn, x: torch.Tensor) -> torch.Tensor:
+        with self.precision.autocast(self.device):
+            return fn(x).float()
 
     @property
     def device(self) -> torch.device:
@@ -55,11 +77,11 @@ class FeatureExtractor:
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.prepare(images))
+        return self._forward(self.backbone, self.prepare(images))
 
     @torch.no_grad()
     def dense(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_dense(self.prepare(images))
+        return self._forward(self.backbone.forward_dense, self.prepare(images))
 
     @property
     def has_attention(self) -> bool:
@@ -73,7 +95,7 @@ class FeatureExtractor:
                 f"{self.source or 'this model'}: attention maps need a ViT backbone, not {self.arch.get('name')}"
             )
         x = self.prepare(images)
-        attn = self.backbone.get_last_selfattention(x)[:, :, 0, 1:]
+        attn = self._forward(self.backbone.get_last_selfattention, x)[:, :, 0, 1:]
         p = self.backbone.patch_size
         return attn.reshape(x.shape[0], attn.shape[1], x.shape[-2] // p, x.shape[-1] // p)
 
@@ -150,7 +172,9 @@ def produces(source: Any) -> tuple[str, ...]:
     return spec.produces if spec is not None else BACKBONE_KINDS
 
 
-def load_features(source: Any, kind: str = "global", device: str | torch.device = "cpu"):
+def load_features(
+    source: Any, kind: str = "global", device: str | torch.device = "cpu", precision: str = "auto"
+):
     """The extractor of one kind for any model source: what its method declares it produces
     (a FeatureExtractor over the backbone unless the method builds its own). Consumers ask by
     kind, never by method name."""
@@ -171,8 +195,17 @@ def load_features(source: Any, kind: str = "global", device: str | torch.device 
 
         out = spec.features(load_method(src, device)[0], kind, src)
         if out is not None:
-            return out
-    return load_feature_extractor(src, device)
+            return _with_precision(out, precision)
+    return load_feature_extractor(src, device).set_precision(precision)
+
+
+def _with_precision(extractor: Any, precision: str) -> Any:
+    """Extractors built by a method's spec take the precision where they can (CLIP's image tower
+    is a FeatureExtractor inside its ClipEmbedder)."""
+    for target in (extractor, getattr(extractor, "features", None)):
+        if hasattr(target, "set_precision"):
+            target.set_precision(precision)
+    return extractor
 
 
 def _torchvision_arch(state: dict[str, torch.Tensor]) -> str:

@@ -55,7 +55,10 @@ class ExtractorFeatures:
 
 
 def load_dense_features(
-    source: str | Path | None, device: str | torch.device = "cpu", lab_stride: int = 8
+    source: str | Path | None,
+    device: str | torch.device = "cpu",
+    lab_stride: int = 8,
+    precision: str = "auto",
 ):
     """'lab' / None -> LabFeatures; any model source -> what its method declares as dense
     features (a colorization run: its embedding network; a backbone: forward_dense)."""
@@ -63,5 +66,5 @@ def load_dense_features(
         return LabFeatures(lab_stride)
     from engine.features import FeatureExtractor, load_features
 
-    feats = load_features(source, "dense", device)
+    feats = load_features(source, "dense", device, precision)
     return ExtractorFeatures(feats) if isinstance(feats, FeatureExtractor) else feats

@@ -24,6 +24,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--image-size", type=int, help="resize images to this (default: the model's training size)"
     )
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        help="inference precision: auto (measured on CPUs), fp32, bf16, fp16",
+    )
     p.add_argument("--num-workers", type=int, default=2)
 
 
@@ -70,7 +75,9 @@ def _setup(args):
     from engine.features import load_features
     from engine.trainer import resolve_device
 
-    extractor = load_features(args.checkpoint, "global", resolve_device(args.device))
+    extractor = load_features(
+        args.checkpoint, "global", resolve_device(args.device), args.precision
+    )
     size = args.image_size or extractor.image_size
     splits = labelled_splits(args.train, args.val, size)
     return extractor, splits, args.checkpoint

@@ -24,6 +24,11 @@ def _model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
         help="open_clip tag (downloaded when online), weights file, or local-dir:FOLDER",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        help="inference precision: auto (measured on CPUs), fp32, bf16, fp16",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -110,7 +115,9 @@ def _device(name: str):
 def _embedder(args, default: str | None = None):
     from multimodal.embedder import load_clip
 
-    return load_clip(args.model or default, args.pretrained, _device(args.device))
+    emb = load_clip(args.model or default, args.pretrained, _device(args.device))
+    emb.features.set_precision(getattr(args, "precision", "auto"))
+    return emb
 
 
 def run_index(args) -> int:

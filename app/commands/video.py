@@ -19,6 +19,11 @@ def _features_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument(
+        "--precision",
+        default="auto",
+        help="inference precision: auto (measured on CPUs), fp32, bf16, fp16",
+    )
+    p.add_argument(
         "--impl",
         default="local",
         choices=["local", "dense"],
@@ -35,7 +40,7 @@ def _setup(args):
     from video.propagation import PropagationConfig
 
     device = resolve_device(args.device)
-    features = load_dense_features(args.checkpoint, device)
+    features = load_dense_features(args.checkpoint, device, precision=args.precision)
     cfg = dataclasses.replace(
         PropagationConfig(), **collect_dataclass_args(args, PropagationConfig)
     )

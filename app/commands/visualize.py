@@ -47,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             help="use at most this many images, spread evenly over the sorted list",
         )
         k.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+        k.add_argument(
+            "--precision",
+            default="auto",
+            help="inference precision: auto (measured on CPUs), fp32, bf16, fp16",
+        )
         k.set_defaults(func=run)
     kinds.choices["attention"].add_argument(
         "--mass",
@@ -158,7 +163,7 @@ def run(args) -> int:
     else:
         from engine.features import load_features
 
-        extractor = load_features(args.checkpoint, "global", args.device)
+        extractor = load_features(args.checkpoint, "global", args.device, args.precision)
         images = load_images(files, args.size or extractor.image_size)
         image = _figure(args, extractor, images, files, names, torch)
     figures.save_png(image, out)

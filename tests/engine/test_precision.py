@@ -57,3 +57,19 @@ def test_losses_and_prototype_logits_are_fp32_under_bf16_autocast():
         assert d.dtype == torch.float32
     ref = nt_xent(z1.bfloat16().float(), z2.bfloat16().float(), 0.1)
     assert loss.item() == ref.item()  # the same fp32 arithmetic on the (bf16-rounded) inputs
+
+
+def test_feature_extractor_runs_at_the_chosen_precision_and_returns_fp32():
+    from engine.backbones import build_backbone
+    from engine.features import FeatureExtractor
+
+    torch.manual_seed(0)
+    ex = FeatureExtractor(build_backbone("resnet18", 32), image_size=32)
+    images = (torch.rand(2, 3, 32, 32) * 255).to(torch.uint8)
+    ref = ex.set_precision("fp32").embed(images)
+    assert ex.precision.name == "fp32" and ref.dtype == torch.float32
+    low = ex.set_precision("bf16").embed(images)
+    assert ex.precision.name == "bf16" and low.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(ref, low, dim=1)
+    assert cos.min() > 0.99 and not torch.equal(ref, low)  # bf16 really ran, and stayed close
+    assert ex.set_precision("bf16").dense(images).dtype == torch.float32
