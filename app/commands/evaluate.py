@@ -109,13 +109,16 @@ def random_init_like(extractor, seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         backbone = build_backbone(**arch)
-    return FeatureExtractor(
+    out = FeatureExtractor(
         backbone,
         mean=extractor.mean,
         std=extractor.std,
         image_size=extractor.image_size,
         source=f"random-init:{arch.get('name', '?')}:seed{seed}",
     ).to(extractor.device)
+    # the same inference precision as the trained model, so only the weights differ
+    out.requested_precision = getattr(extractor, "requested_precision", "auto")
+    return out
 
 
 def _knn_scores(extractor, s, args) -> dict:
