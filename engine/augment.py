@@ -172,6 +172,16 @@ def _sample_boxes(batch: int, spec: ViewSpec, hw, device, generator, attempts: i
     return torch.stack([x0 / w_img, y0 / h_img, w / w_img, h / h_img], dim=1).expand(batch, 4)
 
 
+def centre_boxes(hw: Tensor) -> Tensor:
+    """The largest centred square of each image of size hw [B, 2] (h, w), as boxes (x0, y0, w, h)
+    in fractions of the image: the evaluation geometry (shorter side, centre crop) applied to an
+    image the loader delivered stretched to a square."""
+    hw = hw.float()
+    side = hw.min(dim=1).values
+    fh, fw = side / hw[:, 0], side / hw[:, 1]
+    return torch.stack([(1 - fw) / 2, (1 - fh) / 2, fw, fh], dim=1)
+
+
 def sample_view_params(
     batch: int,
     spec: ViewSpec,

@@ -1,8 +1,13 @@
 """Image folders as datasets: decode + resize in DataLoader workers, nothing random here.
 
 The random augmentation runs later, batched on the training device (`engine.augment`), so an
-item is just the decoded image at a fixed `load_size` (shorter side resized with PIL's
-antialiased filter, then centre-cropped square) as uint8.
+item is just the decoded image at a fixed `load_size` as uint8. Two geometries:
+- evaluation / features (default): shorter side resized with PIL's antialiased filter, then
+  centre-cropped square;
+- training (`whole=True`, the registered "images" dataset): the *whole* image resized to
+  load_size x load_size, its original size in the item as `"hw": tensor([H, W])`, so the
+  method's random-resized-crop (`Method.make_views`) samples crops over the whole image at its
+  true aspect ratio (a centre square would never show the image's edges).
 
 A user's folder is messy: files are checked cheaply when the dataset is built (PIL parses the
 header) and bad ones are skipped with one counted warning; a file that still fails to decode
@@ -16,17 +21,19 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from engine.errors import UserError
 from engine.media.files import IMAGE_EXTS, is_image_file, walk
-from engine.media.images import check_image, decode_image, first_line, load_images
+from engine.media.images import check_image, decode_image, first_line, load_images, to_rgb
 from engine.registry import register_dataset
 
 __all__ = [  # the image-file names callers import from here (the reader is engine.media)
-    "ImageFolderDataset", "check_image", "decode_image", "default_load_size", "is_image_file",
-    "list_images", "load_images",
+    "ImageFolderDataset", "check_image", "decode_image", "decode_whole", "default_load_size",
+    "is_image_file", "list_images", "load_images",
 ]  # fmt: skip
 
 
@@ -35,13 +42,36 @@ def list_images(root: Path) -> list[Path]:
     return walk([root])
 
 
+def decode_whole(path: str | Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole image (EXIF orientation applied, RGB) resized to size x size, antialiased, and
+    its size before that as int64 [H, W] (after orientation; JPEG draft scaling keeps the
+    aspect). Returns (uint8 [3, size, size], hw)."""
+    with Image.open(path) as im:
+        im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale still >= size both ways
+        im = to_rgb(ImageOps.exif_transpose(im))
+        w, h = im.size
+        im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        arr = np.asarray(im, dtype=np.uint8)
+    image = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    return image, torch.tensor([h, w], dtype=torch.long)
+
+
 class ImageFolderDataset(Dataset):
     """Images under `root`, recursively. Labelled when every image sits inside a class folder
-    (root/<class>/.../x.jpg), unlabelled (label -1) otherwise. labels: "auto" | True | False."""
+    (root/<class>/.../x.jpg), unlabelled (label -1) otherwise. labels: "auto" | True | False.
+    whole: items are the whole image stretched to a square plus its size "hw" (training);
+    default False: the centre square (evaluation, features)."""
 
-    def __init__(self, root: str | Path, load_size: int = 32, labels: str | bool = "auto"):
+    def __init__(
+        self,
+        root: str | Path,
+        load_size: int = 32,
+        labels: str | bool = "auto",
+        whole: bool = False,
+    ):
         self.root = Path(root).expanduser()
         self.load_size = int(load_size)
+        self.whole = bool(whole)
         if not self.root.exists():
             raise UserError(f"{self.root}: folder not found")
         if not self.root.is_dir():
@@ -101,12 +131,14 @@ class ImageFolderDataset(Dataset):
         for _ in range(n):
             if i not in self._bad_idx:
                 try:
-                    image = decode_image(self.files[i], self.load_size)
-                    return {
-                        "image": image,
-                        "label": torch.tensor(self.targets[i], dtype=torch.long),
-                        "index": i,
-                    }
+                    item: dict[str, Any] = {}
+                    if self.whole:
+                        item["image"], item["hw"] = decode_whole(self.files[i], self.load_size)
+                    else:
+                        item["image"] = decode_image(self.files[i], self.load_size)
+                    item["label"] = torch.tensor(self.targets[i], dtype=torch.long)
+                    item["index"] = i
+                    return item
                 except Exception as e:  # noqa: BLE001 - never kill a run over one file
                     self._bad_idx.add(i)
                     self.bad_files.append(self.files[i])
@@ -119,7 +151,8 @@ class ImageFolderDataset(Dataset):
 
     def __repr__(self) -> str:
         kind = f"{len(self.classes)} classes" if self.labelled else "unlabelled"
-        return f"ImageFolderDataset({str(self.root)!r}, {len(self)} images, {kind}, {self.load_size}px)"
+        crop = "whole image" if self.whole else "centre crop"
+        return f"ImageFolderDataset({str(self.root)!r}, {len(self)} images, {kind}, {self.load_size}px, {crop})"
 
 
 def _warn(msg: str) -> None:
@@ -132,7 +165,9 @@ def default_load_size(image_size: int) -> int:
     return round(image_size * 1.14) if image_size >= 64 else int(image_size)
 
 
-register_dataset(
+register_dataset(  # training: whole images, the method crops them at their true aspect
     "images",
-    lambda cfg: ImageFolderDataset(cfg.data, load_size=default_load_size(cfg.image_size)),
+    lambda cfg: ImageFolderDataset(
+        cfg.data, load_size=default_load_size(cfg.image_size), whole=True
+    ),
 )

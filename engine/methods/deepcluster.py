@@ -97,6 +97,8 @@ class DeepCluster(Method):
                 params = augment.sample_view_params(
                     x.shape[0], self.center, dev, image_hw=tuple(x.shape[-2:])
                 )
+                if "hw" in batch:  # a whole image stretched to a square: its centre square
+                    params.box = augment.centre_boxes(batch["hw"].to(dev))
                 feats.append(self.backbone(augment.apply_view(x, self.center, params)).float())
         finally:
             self.train(was_training)

@@ -176,3 +176,67 @@ def test_load_images_and_registry(tmp_path):
     )
     ds = build_dataset("images", TrainConfig(data=str(tmp_path / "k"), image_size=64))
     assert isinstance(ds, ImageFolderDataset) and ds[0]["image"].shape == (3, 73, 73)
+
+
+def _tall_image(path: Path) -> Path:
+    """20 wide x 60 tall: red top third, green middle, blue bottom third. The centre square
+    (shorter side 20) is the green band only."""
+    arr = np.zeros((60, 20, 3), np.uint8)
+    arr[:20, :, 0] = 255
+    arr[20:40, :, 1] = 255
+    arr[40:, :, 2] = 255
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def test_training_items_are_whole_images_with_their_size(tmp_path):
+    _tall_image(tmp_path / "k" / "tall.png")
+    whole = build_dataset("images", TrainConfig(data=str(tmp_path / "k"), image_size=16))[0]
+    assert whole["image"].shape == (3, 16, 16) and whole["hw"].tolist() == [60, 20]
+    img = whole["image"].int()
+    assert img[0, 0, 8] > 240 and img[2, 15, 8] > 240  # top row red, bottom row blue: all kept
+    centre = ImageFolderDataset(tmp_path / "k", load_size=16)[0]  # evaluation: centre square
+    assert "hw" not in centre and centre["image"][1].int().min() > 200  # green band only
+    assert centre["image"][0].int().max() < 30 and centre["image"][2].int().max() < 30
+
+
+def test_crops_of_a_tall_image_reach_its_top_and_bottom_rows(tmp_path):
+    """Method.make_views with the batch's "hw": over many crops the top (red) and bottom (blue)
+    bands appear, which a centre square never shows; each crop's aspect in the original's
+    pixels stays in the spec's ratio range, so a crop shows a shape undistorted."""
+    from engine import augment
+    from engine.methods.base import Method
+
+    _tall_image(tmp_path / "k" / "tall.png")
+    ds = build_dataset("images", TrainConfig(data=str(tmp_path / "k"), image_size=16))
+    n = 400
+    batch = {
+        "image": ds[0]["image"][None].expand(n, -1, -1, -1).contiguous(),
+        "hw": ds[0]["hw"][None].expand(n, 2),
+    }
+    spec = augment.ViewSpec(size=8, flip_p=0, jitter_p=0, gray_p=0, blur_p=0, normalize=False)
+    m = Method()
+    m.set_step_context(seed=0, step=3)
+    (v,) = m.make_views(batch, [spec])
+    red = (v[:, 0] > 0.8).flatten(1).any(1).float().mean()
+    blue = (v[:, 2] > 0.8).flatten(1).any(1).float().mean()
+    assert red > 0.2 and blue > 0.2
+    centre = ImageFolderDataset(tmp_path / "k", load_size=16)[0]["image"]
+    (c,) = m.make_views({"image": centre[None].expand(n, -1, -1, -1)}, [spec])
+    assert (c[:, 0] > 0.5).sum() == 0 and (c[:, 2] > 0.5).sum() == 0
+    # the draws behind the views: true-pixel aspect within ratio (3/4, 4/3)
+    p = augment.sample_view_params(
+        n, spec, generator=torch.Generator().manual_seed(0), image_hw=batch["hw"]
+    )
+    aspect = p.box[:, 2] * 20 / (p.box[:, 3] * 60)
+    assert aspect.min() >= 3 / 4 - 1e-4 and aspect.max() <= 4 / 3 + 1e-4
+    assert (p.box[:, 1] + p.box[:, 3]).max() > 0.9 and p.box[:, 1].min() < 0.1
+
+
+def test_centre_boxes_are_the_evaluation_square():
+    from engine import augment
+
+    b = augment.centre_boxes(torch.tensor([[60, 20], [10, 10], [50, 100]]))
+    expect = [[0.0, 1 / 3, 1.0, 1 / 3], [0.0, 0.0, 1.0, 1.0], [0.25, 0.0, 0.5, 1.0]]
+    assert torch.allclose(b, torch.tensor(expect))
