@@ -40,6 +40,11 @@ class TrainConfig:
     image_size: int = opt(32, "training crop size in pixels")
     epochs: int = opt(10, "passes over the data")
     max_steps: int = opt(0, "stop after this many steps (0 = epochs)")
+    time_budget: float = opt(
+        0.0,
+        "minutes of wall time: the schedule (steps, warm-up, cosine, EMA) is planned from the "
+        "measured time per step to end on time (0 = off; --max-steps caps it)",
+    )
     batch_size: int = opt(256, "global batch size (split over processes)")
     num_workers: int = opt(2, "DataLoader decoding workers")
     seed: int = opt(0, "random seed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import signal
@@ -99,6 +100,10 @@ class Trainer:
         self.events = EventLog(self.run.events_path, enabled=self.rank == 0)
         self.stop_requested = False
         self.step, self.epoch = 0, 0
+        self.started_epoch = -1  # the last epoch whose on_epoch_start ran in this process
+        self.deadline: float | None = None  # perf_counter() at which a time budget is spent
+        self.budget_spent = False
+        self.plan: dict[str, Any] = {}
 
     # ---- set-up -------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -115,10 +120,8 @@ class Trainer:
         if self.global_batch < 2:
             raise UserError(f"{cfg.data}: only {n} usable items, need at least 2 for a batch")
         self.steps_per_epoch = n // self.global_batch
-        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
-        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self._set_total_steps(cfg.max_steps or cfg.epochs * self.steps_per_epoch)
         self.peak_lr = cfg.optim.lr * self.global_batch / 256
-        self.warmup_steps = int(cfg.optim.warmup_epochs * self.steps_per_epoch)
 
         self.method.to(self.device)
         # channels_last: on CUDA, and on CPU for ResNets too, where oneDNN runs them 1.13-1.35x
@@ -152,6 +155,17 @@ class Trainer:
         )
         self.sampler = EpochBatchSampler(n, self.global_batch, cfg.seed, self.rank, self.world)
 
+    def _set_total_steps(self, total: int) -> None:
+        """The schedule's length, and the warm-up that follows from it. Under a time budget the
+        warm-up is at most 10% of the planned steps (the recipes' warm-up fraction: SimCLR and
+        DINO 10 of 100 epochs), so a short run still reaches its peak and decays."""
+        self.total_steps = int(total)
+        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        warmup = int(self.cfg.optim.warmup_epochs * self.steps_per_epoch)
+        if self.cfg.time_budget > 0:
+            warmup = min(warmup, int(0.1 * self.total_steps))
+        self.warmup_steps = warmup
+
     def loader(self) -> DataLoader:
         """One loader for the whole run: workers persist across epochs (start-up dominates short
         epochs); the batch sampler runs in this process, so each new iteration sees its position."""
@@ -180,6 +194,8 @@ class Trainer:
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "config": self.cfg.to_dict(),
+            "total_steps": self.total_steps,
+            "plan": self.plan,
             "backbone_arch": dict(getattr(self.method.backbone, "arch", {})),
             # DINO evaluates its teacher: a method may point export/eval at another submodule.
             "backbone_prefix": getattr(self.method, "eval_backbone_prefix", "backbone."),
@@ -212,6 +228,7 @@ class Trainer:
 
     # ---- the loop -------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:
+        t0 = time.perf_counter()  # a time budget counts from here
         self._setup()
         if resume:
             if not self.run.has_checkpoint():
@@ -223,6 +240,8 @@ class Trainer:
             self.run.save_config(self.cfg)
         if self.rank == 0:
             self.run.mark_alive()
+        if self.cfg.time_budget > 0 and not resume:
+            self.deadline = t0 + self.cfg.time_budget * 60
         self._emit(
             "start",
             step=self.step,
@@ -234,6 +253,8 @@ class Trainer:
         )
         old_handlers = self._install_signal_handlers()
         try:
+            if self.deadline is not None:
+                self._plan_for_budget(t0)
             last = self._loop()
         except TrainingError as e:
             self._emit("error", step=self.step, message=str(e))
@@ -250,8 +271,94 @@ class Trainer:
             message = f"stopped at step {self.step}; resume with --resume {self.run_dir}"
             self._emit("stopped", step=self.step, losses=last, message=message)
             return {**result, "stopped": True, "message": message}
+        if self.deadline is not None:
+            budget = {"planned_steps": self.total_steps, "budget_spent": self.budget_spent}
+            self._emit("done", step=self.step, losses=last, **budget)
+            return {**result, **budget, "plan": self.plan}
         self._emit("done", step=self.step, losses=last)
         return result
+
+    # ---- time budget ----------------------------------------------------------------------
+    def _start_epoch(self, epoch: int) -> None:
+        if self.started_epoch != epoch:
+            self.method.on_epoch_start(epoch, self)
+            self.started_epoch = epoch
+
+    def _plan_for_budget(self, t0: float) -> None:
+        """Plan the schedule for the time budget: epoch 0's start work (timed: it recurs every
+        epoch), one warm-up step, then up to 3 timed steps (fewer when they would take more than
+        5% of the budget); the weights, optimiser and buffers are then put back as they were, so
+        the run proper starts from step 0 with total_steps planned to end on time. The plan goes
+        into config.json and the checkpoint (cfg.max_steps), so a resumed run keeps it."""
+        budget_s = self.cfg.time_budget * 60
+        te = time.perf_counter()
+        self._start_epoch(0)
+        epoch_start_s = time.perf_counter() - te
+        model = copy.deepcopy(self.method.state_dict())
+        optimizer = copy.deepcopy(self.optimizer.state_dict())
+        scaler = copy.deepcopy(self.scaler.state_dict())
+        times: list[float] = []
+        enough = min(2.0, 0.02 * budget_s)  # quick steps: time more of them (up to 50)
+        ts = time.perf_counter()
+        for i, batch in enumerate(self._batches(51)):
+            self.step = i
+            self._train_step(batch)
+            if i > 0:  # step 0 warms up (allocator, oneDNN kernels, loader workers)
+                times.append(time.perf_counter() - ts)
+                if (len(times) >= 3 and sum(times) >= enough) or sum(times) > 0.05 * budget_s:
+                    break
+            ts = time.perf_counter()
+        self.method.load_state_dict(model)
+        self.optimizer.load_state_dict(optimizer)
+        self.scaler.load_state_dict(scaler)
+        self.step = 0
+        sps = (sum(times) / len(times)) if times else (time.perf_counter() - te)
+        save_s = 0.0
+        if self.rank == 0:
+            ts = time.perf_counter()
+            save_checkpoint(self.ckpt_path, self.state())  # timed; rewritten with the plan below
+            save_s = time.perf_counter() - ts
+        if self.distributed:  # every rank follows rank 0's plan
+            t = torch.tensor([sps, save_s], dtype=torch.float64, device=self.device)
+            torch.distributed.broadcast(t, 0)
+            sps, save_s = t.tolist()
+        left = self.deadline - time.perf_counter() - 2 * save_s  # this plan's and the last save
+        steps = max(1, int(0.97 * left / sps))
+        for _ in range(3):  # per-epoch work and periodic checkpoints eat into the steps
+            epochs = math.ceil(steps / self.steps_per_epoch)
+            extra = (epochs - 1) * epoch_start_s + (steps // self.cfg.checkpoint_every) * save_s
+            steps = max(1, int(0.97 * (left - extra) / sps))
+        if self.cfg.max_steps:
+            steps = min(steps, self.cfg.max_steps)
+        self._set_total_steps(steps)
+        self.cfg.max_steps = self.total_steps
+        self.plan = {
+            "s_per_step": sps,
+            "measured_steps": len(times),
+            "planned_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "epochs": self.total_steps / self.steps_per_epoch,
+            "budget_s": budget_s,
+            "setup_s": time.perf_counter() - t0,
+            "epoch_start_s": epoch_start_s,
+            "checkpoint_s": save_s,
+        }
+        self._emit("plan", step=0, **self.plan)
+        if self.rank == 0:
+            self.run.save_config(self.cfg)
+        self.save()
+
+    def _batches(self, n: int) -> Iterator[dict[str, Any]]:
+        """The first n batches of the run (across epochs when an epoch is shorter)."""
+        given, epoch = 0, 0
+        while given < n:
+            self.sampler.set_position(epoch, 0)
+            for batch in self.loader():
+                yield batch
+                given += 1
+                if given >= n:
+                    return
+            epoch += 1
 
     def _loop(self) -> dict[str, float]:
         bar = _progress(self.total_steps, self.step, self.rank == 0)
@@ -262,7 +369,7 @@ class Trainer:
             self.epoch = epoch
             self.sampler.set_position(epoch, start)
             if start == 0:
-                self.method.on_epoch_start(epoch, self)
+                self._start_epoch(epoch)
             for batch in self.loader():
                 losses = self._train_step(batch)
                 self.step += 1
@@ -289,6 +396,15 @@ class Trainer:
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == self.total_steps:
                     self.save()
                 if self.stop_requested and self.step < self.total_steps:
+                    self.save()
+                    bar.close()
+                    return last
+                if (
+                    self.deadline is not None
+                    and self.step < self.total_steps
+                    and self._past_deadline()
+                ):
+                    self.budget_spent = True  # slower than planned: end on time, not mid-step
                     self.save()
                     bar.close()
                     return last
@@ -348,6 +464,13 @@ class Trainer:
         }
 
     # ---- plumbing -------------------------------------------------------------------------
+    def _past_deadline(self) -> bool:
+        past = torch.tensor(float(time.perf_counter() >= self.deadline))
+        if self.distributed:  # rank 0's clock decides for everyone
+            past = past.to(self.device)
+            torch.distributed.broadcast(past, 0)
+        return bool(past.item())
+
     def _emit(self, type: str, **fields: Any) -> None:
         self.events.write(type, **fields)
         for cb in self.callbacks:

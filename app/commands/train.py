@@ -65,5 +65,12 @@ def run(args: argparse.Namespace) -> int:
         print(summary["message"])
         return 0
     losses = ", ".join(f"{k}={v:.4f}" for k, v in summary["losses"].items())
+    if summary.get("plan"):
+        plan = summary["plan"]
+        spent = "; the budget ran out first" if summary.get("budget_spent") else ""
+        print(
+            f"time budget {plan['budget_s'] / 60:g} min: planned {plan['planned_steps']} steps "
+            f"at {plan['s_per_step']:.3g} s/step{spent}"
+        )
     print(f"finished at step {summary['step']} ({losses}); run directory: {summary['run_dir']}")
     return 0

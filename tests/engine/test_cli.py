@@ -119,3 +119,21 @@ def test_every_command_help_renders(capsys):
             if isinstance(a.choices, dict):  # nested sub-commands (eval knn, visualize pca, ...)
                 for q, child in a.choices.items():
                     assert child.format_help(), (name, q)
+
+
+def test_train_with_a_time_budget(capsys, shapes_dir, tmp_path):
+    """--time-budget MINUTES: a plan record, the planned steps in config.json, a done event."""
+    from engine.events import read_events
+
+    run_dir = tmp_path / "run"
+    code, out, err = run(
+        capsys, "train", "--data", str(shapes_dir), "--method", "simclr", "--image-size", "16",
+        "--batch-size", "12", "--num-workers", "0", "--time-budget", "0.1", "--run-dir",
+        str(run_dir), "--proj-hidden-dim", "32", "--proj-dim", "16",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "time budget 0.1 min: planned" in out  # the timing test is in test_trainer.py
+    events = read_events(run_dir)
+    (plan,) = [e for e in events if e["type"] == "plan"]
+    assert events[-1]["type"] == "done" and events[-1]["planned_steps"] == plan["planned_steps"]
+    assert json.loads((run_dir / "config.json").read_text())["max_steps"] == plan["planned_steps"]

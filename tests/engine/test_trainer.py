@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine import augment
 from engine.config import TrainConfig
 from engine.errors import UserError
 from engine.events import read_events
@@ -234,3 +235,153 @@ def test_config_json_round_trip(tmp_path):
     back = TrainConfig.load(tmp_path / "config.json")
     assert back == cfg
     assert json.loads((tmp_path / "config.json").read_text())["optim"]["lr"] == 0.3
+
+
+class _RecordsBatch(Method):
+    """Records what reaches forward: the trainer must hand the loader's "hw" to the method."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = torch.nn.Linear(2, 1)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, batch):
+        self.seen.append(batch["hw"].clone())
+        views = self.make_views(batch, [augment.ViewSpec(size=8)])
+        return {"loss": self.backbone.weight.sum() * 0 + views[0].mean()}
+
+
+def test_trainer_hands_image_sizes_to_the_method(tmp_path):
+    from PIL import Image
+
+    from engine.registry import build_dataset
+
+    for i, (w, h) in enumerate([(30, 10), (10, 40), (24, 24), (50, 20)]):
+        (tmp_path / "imgs").mkdir(exist_ok=True)
+        Image.new("RGB", (w, h), (i * 40, 0, 0)).save(tmp_path / "imgs" / f"{i}.png")
+    cfg = TrainConfig(
+        data=str(tmp_path / "imgs"), method="test", image_size=16, max_steps=2, batch_size=4,
+        num_workers=0, log_every=1,
+    )  # fmt: skip
+    method = _RecordsBatch()
+    Trainer(cfg, method, build_dataset("images", cfg), tmp_path / "run").fit()
+    sizes = {tuple(r) for b in method.seen for r in b.tolist()}
+    assert sizes == {(10, 30), (40, 10), (24, 24), (20, 50)}
+
+
+class _TinyEMA(Method):
+    """An MLP and its EMA target whose momentum follows the schedule's total_steps (as BYOL).
+    sleep: seconds added to each step, so its time does not swing with the machine's load."""
+
+    def __init__(self, sleep: float = 0.0):
+        super().__init__()
+        self.sleep = sleep
+        from engine.methods.base import frozen_copy
+
+        self.backbone = torch.nn.Sequential(  # a few ms per step: the loop's overhead is small
+            torch.nn.Linear(32, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024),
+            torch.nn.ReLU(), torch.nn.Linear(1024, 32),
+        )  # fmt: skip
+        self.target = frozen_copy(self.backbone)
+        self.momentum = 0.0
+
+    def forward(self, batch):
+        time.sleep(self.sleep)
+        x = batch["x"]
+        with torch.no_grad():
+            t = self.target(x.flip(1))
+        return {"loss": (self.backbone(x) - t).pow(2).mean()}
+
+    def on_step_end(self, step, total_steps):
+        from engine.methods.base import cosine_momentum, ema_update
+
+        self.momentum = cosine_momentum(0.9, step, total_steps)
+        ema_update(self.target, self.backbone, self.momentum)
+
+
+class _Noise(torch.utils.data.Dataset):
+    def __len__(self):
+        return 256
+
+    def __getitem__(self, i):
+        return {"x": torch.randn(32, generator=torch.Generator().manual_seed(i))}
+
+
+@pytest.fixture
+def one_thread():
+    """Timing tests: one intra-op thread (spinning threads on a shared machine make step times
+    swing by 10x)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _budget_cfg(seconds: float, **kw) -> TrainConfig:
+    cfg = TrainConfig(
+        data="mem", method="test", time_budget=seconds / 60, batch_size=32, num_workers=0,
+        log_every=25, checkpoint_every=10**6, **kw,
+    )  # fmt: skip
+    cfg.optim.lr, cfg.optim.min_lr_ratio, cfg.optim.warmup_epochs = 0.4, 0.1, 100.0
+    return cfg
+
+
+def test_time_budget_plans_the_schedule_and_ends_on_time(tmp_path, one_thread):
+    from engine.optim import lr_at
+
+    budget = 4.0
+    cfg = _budget_cfg(budget)
+    method = _TinyEMA(sleep=0.02)
+    t0 = time.perf_counter()
+    out = Trainer(cfg, method, _Noise(), tmp_path / "run").fit()
+    elapsed = time.perf_counter() - t0
+    events = read_events(tmp_path / "run")
+    (plan,) = [e for e in events if e["type"] == "plan"]
+    assert 0.75 * budget < elapsed < budget + 1.0, (elapsed, plan, events[-1])
+    n = plan["planned_steps"]
+    assert plan["measured_steps"] >= 3 and plan["s_per_step"] > 0 and n > 30
+    assert abs(plan["s_per_step"] * n - (budget - plan["setup_s"])) < 0.2 * budget
+    assert plan["warmup_steps"] == int(0.1 * n)  # 100 epochs of warm-up capped at 10% of the run
+    done = events[-1]
+    assert done["type"] == "done" and done["step"] == n == out["step"] and not done["budget_spent"]
+    steps = [e for e in events if e["type"] == "step"]
+    peak = 0.4 * 32 / 256
+    assert steps[-1]["step"] == n and steps[-1]["lr"] == lr_at(
+        n - 1, n, plan["warmup_steps"], peak, 0.1
+    )
+    assert abs(steps[-1]["lr"] - 0.1 * peak) < 3e-3 * peak  # the cosine floor, one step short
+    assert method.momentum == 1.0  # the EMA schedule ended too
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert config["max_steps"] == n == ck["config"]["max_steps"] == ck["total_steps"]
+
+
+def test_budget_run_stopped_and_resumed_equals_the_plain_planned_run(tmp_path, one_thread):
+    """The timing steps leave no trace (weights, optimiser, buffers put back) and a resumed run
+    keeps the planned schedule: stop + resume == an uninterrupted run of the planned length."""
+    cfg = _budget_cfg(2.0)
+    cfg.optim.warmup_epochs = 0.0  # the same warm-up with and without a budget
+
+    def stop_at_7(event):
+        if event["type"] == "step" and event["step"] == 7:
+            trainer.stop_requested = True
+
+    cfg.log_every = 1
+    torch.manual_seed(0)
+    trainer = Trainer(cfg, _TinyEMA(sleep=0.005), _Noise(), tmp_path / "a", callbacks=(stop_at_7,))
+    assert trainer.fit()["stopped"] and trainer.step == 7
+    n = trainer.total_steps
+    time.sleep(2.5)  # past the original deadline: a resumed run still finishes its plan
+    cfg_a = RunDir(tmp_path / "a").config()
+    assert cfg_a.max_steps == n and cfg_a.time_budget == cfg.time_budget
+    torch.manual_seed(1)  # the weights come from the checkpoint
+    resumed = Trainer(cfg_a, _TinyEMA(), _Noise(), tmp_path / "a")
+    assert resumed.fit(resume=True)["step"] == n
+    plain_cfg = _budget_cfg(0.0, max_steps=n)
+    plain_cfg.optim.warmup_epochs = 0.0
+    torch.manual_seed(0)
+    plain = Trainer(plain_cfg, _TinyEMA(), _Noise(), tmp_path / "b")
+    plain.fit()
+    a, b = resumed.method.state_dict(), plain.method.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    assert resumed.method.momentum == plain.method.momentum == 1.0
