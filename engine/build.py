@@ -94,7 +94,8 @@ def load_method(source: str | Path | RunDir | ModelSource, device: Any = "cpu"):
     cfg = TrainConfig.from_dict(ck["config"])
     method = build_method(cfg)
     arch = ck.get("backbone_arch") or {}
-    if arch and getattr(method.backbone, "arch", None) != arch:  # e.g. a depth override
+    own = getattr(method.backbone, "arch", {})
+    if any(own.get(k) != v for k, v in arch.items()):  # e.g. a depth override
         from engine.backbones import build_backbone
 
         method.backbone = build_backbone(**arch)

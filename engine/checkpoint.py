@@ -27,14 +27,19 @@ def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, map_location: Any = "cpu", allow: tuple = ()
+) -> dict[str, Any]:
+    """Weights only: tensors and plain containers, plus exactly the classes in `allow` (DINO's
+    checkpoints hold an argparse.Namespace); anything else that would unpickle code is refused."""
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(

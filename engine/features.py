@@ -95,7 +95,8 @@ class FeatureExtractor:
                 f"{self.source or 'this model'}: attention maps need a ViT backbone, not {self.arch.get('name')}"
             )
         x = self.prepare(images)
-        attn = self._forward(self.backbone.get_last_selfattention, x)[:, :, 0, 1:]
+        attn = self._forward(self.backbone.get_last_selfattention, x)
+        attn = attn[:, :, 0, self.backbone.num_prefix_tokens :]  # [CLS] to patches, no registers
         p = self.backbone.patch_size
         return attn.reshape(x.shape[0], attn.shape[1], x.shape[-2] // p, x.shape[-1] // p)
 
@@ -219,9 +220,15 @@ def load_feature_extractor(
     """source: run dir | our checkpoint .pt | exported .safetensors | torchvision ResNet .pth |
     'torchvision:resnet18' (ImageNet weights, downloaded when online) | 'torchvision:resnet18:FILE'."""
     src = resolve(source)
-    if src.kind == "named":
+    if src.kind == "named" and src.scheme == "torchvision":
         file = str(src.path) if src.path else None
         return _torchvision_extractor(src.name, file, src.text).to(device)
+    if src.kind == "named":
+        from engine.pretrained import load_named
+
+        if src.path is not None and not src.path.is_file():
+            raise UserError(f"{src.path}: no such weights file (for {src.scheme}:{src.name})")
+        return load_named(src.scheme, src.name, src.path, src.text, device)
     path = src.path
     if src.kind == "export":
         return load_export(path).to(device)

@@ -302,7 +302,10 @@ class RunState:
 
 
 # ---- model sources -------------------------------------------------------------------------
-NAMED_SCHEMES: tuple[str, ...] = ("torchvision",)
+NAMED_SCHEMES: tuple[str, ...] = (  # engine/pretrained.py loads them
+    *("torchvision", "timm", "open_clip", "dino", "dinov2", "mae", "mocov3", "ibot"),
+    *("solo", "lightly", "vissl"),
+)
 _SCHEME = re.compile(r"^([a-z][a-z0-9_]*):(.+)$")
 
 
@@ -311,7 +314,7 @@ class ModelSource:
     """What a `--checkpoint` / `--model` string names.
 
     kind: "checkpoint" (a .pt/.pth file: ours, or a plain state dict), "export" (our
-    .safetensors), or "named" (scheme:name[:FILE], e.g. torchvision:resnet50)."""
+    .safetensors), or "named" (scheme:name[:FILE], e.g. dino:vits16, torchvision:resnet50)."""
 
     text: str
     kind: str

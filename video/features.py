@@ -67,4 +67,9 @@ def load_dense_features(
     from engine.features import FeatureExtractor, load_features
 
     feats = load_features(source, "dense", device, precision)
-    return ExtractorFeatures(feats) if isinstance(feats, FeatureExtractor) else feats
+    if not isinstance(feats, FeatureExtractor):
+        return feats  # a method's own dense features (a colorization run's embedding)
+    if hasattr(feats.backbone, "set_output_stride") and feats.stride > 8:
+        feats.backbone.set_output_stride(8)  # CRW / DINO's protocol: layer3, layer4 at stride 1
+        feats.stride = 8
+    return ExtractorFeatures(feats)

@@ -18,7 +18,8 @@ _VIT_RE = re.compile(r"^vit_(tiny|small|base)(?:_p(\d+))?$")
 def build_backbone(name: str, image_size: int = 224, **kwargs) -> nn.Module:
     """kwargs: small_stem and output_stride (ResNets: 8 or 16 for dense features); depth, mask_token (only methods that mask patches ask for
     the [MASK] embedding), drop_path, pos_embed ("learned" | "sincos" | "sincos_rows"), init
-    ("default" | "mae" | "mocov3") for ViTs. Options of the other family are ignored."""
+    ("default" | "mae" | "mocov3"), heads, layerscale, registers, interpolation ("size" |
+    "dino" | "antialias") for ViTs (see engine/backbones/vit.py). Options of the other family are ignored."""
     if name in ("resnet18", "resnet50"):
         return ResNetBackbone(
             int(name[6:]),
@@ -49,6 +50,10 @@ def build_backbone(name: str, image_size: int = 224, **kwargs) -> nn.Module:
             drop_path=kwargs.get("drop_path", 0.0),
             pos_embed=kwargs.get("pos_embed", "learned"),
             init=kwargs.get("init", "default"),
+            heads=kwargs.get("heads"),
+            layerscale=kwargs.get("layerscale"),
+            registers=kwargs.get("registers", 0),
+            interpolation=kwargs.get("interpolation", "size"),
         )
     raise UserError(
         f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)} (ViTs take _p8/_p16 etc.)"

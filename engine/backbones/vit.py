@@ -1,4 +1,15 @@
-"""Vision Transformer that exposes what SSL needs: patch tokens, token masking, last attention."""
+"""Vision Transformer that exposes what SSL needs: patch tokens, token masking, last attention.
+
+Parameter names follow the community layout (DINO, iBOT, MAE, MoCo v3, DINOv2, timm):
+patch_embed.proj, blocks.N.{norm1, attn.qkv, attn.proj, ls1.gamma, norm2, mlp.fc1, mlp.fc2,
+ls2.gamma}, cls_token, register_tokens, pos_embed, norm. So published checkpoints load with
+their prefixes stripped, and the options below reproduce what each authors' code computes:
+`heads` (MoCo v3's ViT-S has 12, DeiT's 6), `layerscale` (DINOv2), `registers` (DINOv2 _reg),
+`interpolation` of the position grid for other input sizes:
+  "size"        bicubic to the new grid (our own models),
+  "dino"        bicubic with scale factor (n + 0.1) / N (DINO, iBOT, DINOv2 without registers),
+  "antialias"   bicubic to the new grid with antialiasing (DINOv2 _reg, timm: MAE, MoCo v3).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +31,8 @@ VIT_SIZES = {  # name: (embed_dim, depth, heads), as in DeiT / DINO
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
+        if dim % heads:
+            raise UserError(f"ViT width {dim} is not divisible by {heads} heads")
         self.heads = heads
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
@@ -59,20 +72,64 @@ def set_drop_path(module: nn.Module, rate: float) -> None:
             m.p = rate
 
 
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class LayerScale(nn.Module):
+    """Per-channel residual gain (CaiT / DINOv2's ls1, ls2)."""
+
+    def __init__(self, dim: int, init: float):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        layerscale: float | None = None,
+    ):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, heads)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls1 = LayerScale(dim, layerscale) if layerscale else nn.Identity()
+        self.ls2 = LayerScale(dim, layerscale) if layerscale else nn.Identity()
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         y, attn = self.attn(self.norm1(x), return_attention)
-        x = x + self.drop_path(y)
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.ls1(y))
+        x = x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
         return (x, attn) if return_attention else x
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints of ours written before the community names: mlp.0 / mlp.2
+        for old, new in (("mlp.0.", "mlp.fc1."), ("mlp.2.", "mlp.fc2.")):
+            for k in [k for k in state_dict if k.startswith(prefix + old)]:
+                state_dict[prefix + new + k[len(prefix + old) :]] = state_dict.pop(k)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, dim: int, patch_size: int):
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # [B, N, D]
 
 
 def sincos_pos_embed(dim: int, grid_h: int, grid_w: int, rows_first: bool = False) -> torch.Tensor:
@@ -109,10 +166,17 @@ class ViT(nn.Module):
         drop_path: float = 0.0,
         pos_embed: str = "learned",
         init: str = "default",
+        heads: int | None = None,
+        layerscale: float | None = None,
+        registers: int = 0,
+        interpolation: str = "size",
     ):
         super().__init__()
-        dim, default_depth, heads = VIT_SIZES[size]
-        depth = depth or default_depth
+        dim, default_depth, default_heads = VIT_SIZES[size]
+        depth, heads = depth or default_depth, heads or default_heads
+        if interpolation not in ("size", "dino", "antialias"):
+            raise UserError(f"unknown ViT position interpolation '{interpolation}'")
+        self.interpolation, self.num_registers = interpolation, int(registers)
         self.patch_size, self.embed_dim, self.stride, self.num_heads = (
             patch_size,
             dim,
@@ -120,20 +184,30 @@ class ViT(nn.Module):
             heads,
         )
         self.grid = image_size // patch_size
-        self.patch_embed = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
+        self.patch_embed = PatchEmbed(dim, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.register_tokens = nn.Parameter(torch.zeros(1, registers, dim)) if registers else None
         # The [MASK] embedding exists only for methods that mask (MaskFeat, iBOT): a parameter
         # no loss reaches would get no gradient, and DDP fails on such parameters.
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim)) if mask_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid**2, dim))
         rates = torch.linspace(0, drop_path, depth).tolist()  # stochastic depth rule of DINO
-        self.blocks = nn.ModuleList(Block(dim, heads, drop_path=r) for r in rates)
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, drop_path=r, layerscale=layerscale) for r in rates
+        )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.arch = {"name": f"vit_{size}_p{patch_size}", "image_size": image_size, "depth": depth}
+        # only what differs from the defaults: our own checkpoints' arch stays as it was
+        extra = {"heads": heads if heads != default_heads else None, "layerscale": layerscale}
+        extra |= {"registers": registers or None}
+        extra |= {"interpolation": interpolation if interpolation != "size" else None}
+        self.arch.update({k: v for k, v in extra.items() if v is not None})
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         if self.mask_token is not None:
             nn.init.trunc_normal_(self.mask_token, std=0.02)
+        if self.register_tokens is not None:
+            nn.init.normal_(self.register_tokens, std=1e-6)
         self.apply(_init_weights)
         if pos_embed != "learned":  # MAE / MoCo v3: fixed sin-cos, not trained
             if pos_embed not in ("sincos", "sincos_rows"):
@@ -155,7 +229,7 @@ class ViT(nn.Module):
                         nn.init.xavier_uniform_(m.weight)
             nn.init.normal_(self.cls_token, std=1e-6)
             val = math.sqrt(6.0 / (3 * patch_size * patch_size + dim))
-            nn.init.uniform_(self.patch_embed.weight, -val, val)
+            nn.init.uniform_(self.patch_embed.proj.weight, -val, val)
         elif init != "default":
             raise UserError(f"unknown ViT initialisation '{init}'")
 
@@ -167,21 +241,30 @@ class ViT(nn.Module):
             state_dict.pop(key, None)
         elif key not in state_dict:
             state_dict[key] = self.mask_token.detach().clone()
+        elif state_dict[key].dim() == 2:  # DINOv2 stores it as [1, D]
+            state_dict[key] = state_dict[key][None]
+        for old in ("weight", "bias"):  # ours before the community names: patch_embed.weight
+            if prefix + f"patch_embed.{old}" in state_dict:
+                state_dict[prefix + f"patch_embed.proj.{old}"] = state_dict.pop(
+                    prefix + f"patch_embed.{old}"
+                )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def num_patches(self, h: int, w: int) -> int:
         return (h // self.patch_size) * (w // self.patch_size)
 
     def interpolate_pos_embed(self, h: int, w: int) -> torch.Tensor:
-        """Bicubic resize of the patch position grid for inputs of another size."""
-        gh, gw = h // self.patch_size, w // self.patch_size
-        if gh == self.grid and gw == self.grid:
+        """The position grid resized for an input of h x w pixels, by the model's own rule."""
+        gh, gw, n = h // self.patch_size, w // self.patch_size, self.grid
+        if gh == n and gw == n:
             return self.pos_embed
         cls_pos, grid_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
-        grid_pos = grid_pos.reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
-        grid_pos = F.interpolate(
-            grid_pos.float(), size=(gh, gw), mode="bicubic", align_corners=False
-        )
+        grid_pos = grid_pos.float().reshape(1, n, n, -1).permute(0, 3, 1, 2)
+        if self.interpolation == "dino":  # the authors' offset, kept for bit-compatibility
+            how = {"scale_factor": ((gh + 0.1) / n, (gw + 0.1) / n)}
+        else:
+            how = {"size": (gh, gw), "antialias": self.interpolation == "antialias"}
+        grid_pos = F.interpolate(grid_pos, mode="bicubic", **how)
         grid_pos = grid_pos.to(self.pos_embed.dtype).permute(0, 2, 3, 1).reshape(1, gh * gw, -1)
         return torch.cat([cls_pos, grid_pos], dim=1)
 
@@ -190,7 +273,7 @@ class ViT(nn.Module):
     ) -> torch.Tensor:
         """Patch embedding + position, with optional mask-token replacement or patch keeping."""
         pos = self.interpolate_pos_embed(x.shape[-2], x.shape[-1])
-        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # [B, N, D]
+        tokens = self.patch_embed(x)  # [B, N, D]
         if mask is not None:
             if self.mask_token is None:
                 raise ValueError("this ViT has no mask token; build it with mask_token=True")
@@ -199,12 +282,20 @@ class ViT(nn.Module):
         if keep is not None:
             tokens = torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
         cls = (self.cls_token + pos[:, :1]).expand(tokens.shape[0], -1, -1)
-        return torch.cat([cls, tokens], dim=1)
+        if self.register_tokens is None:
+            return torch.cat([cls, tokens], dim=1)
+        regs = self.register_tokens.expand(tokens.shape[0], -1, -1)
+        return torch.cat([cls, regs, tokens], dim=1)  # DINOv2: registers after [CLS], no position
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """[CLS] and the registers: the tokens before the patches."""
+        return 1 + self.num_registers
 
     def forward_tokens(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, keep: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """All output tokens [B, 1+N', D] (normalised); N' = K when `keep` is given."""
+        """All output tokens [B, 1+R+N', D] (normalised); N' = K when `keep` is given."""
         t = self.embed(x, mask, keep)
         for blk in self.blocks:
             t = blk(t)
@@ -214,13 +305,24 @@ class ViT(nn.Module):
         return self.forward_tokens(x)[:, 0]
 
     def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
-        t = self.forward_tokens(x)[:, 1:]
+        """The last layer's patch tokens after the norm, as a map (DINO's video protocol and
+        DINOv2's PCA figure use exactly these)."""
+        t = self.forward_tokens(x)[:, self.num_prefix_tokens :]
         h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
         return t.transpose(1, 2).reshape(x.shape[0], -1, h, w)
 
+    def get_intermediate_layers(self, x: torch.Tensor, n: int = 1) -> list[torch.Tensor]:
+        """The normalised tokens of the last n blocks (DINO / DINOv2's get_intermediate_layers)."""
+        t, out = self.embed(x), []
+        for i, blk in enumerate(self.blocks):
+            t = blk(t)
+            if i >= len(self.blocks) - n:
+                out.append(self.norm(t))
+        return out
+
     @torch.no_grad()
     def get_last_selfattention(self, x: torch.Tensor) -> torch.Tensor:
-        """Attention weights of the last block: [B, heads, 1+N, 1+N]."""
+        """Attention weights of the last block: [B, heads, 1+R+N, 1+R+N]."""
         t = self.embed(x)
         for blk in self.blocks[:-1]:
             t = blk(t)
