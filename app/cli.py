@@ -15,6 +15,7 @@ COMMANDS = [
     "evaluate",
     "export",
     "methods",
+    "models",
     "demo",
     "video",
     "multimodal",

@@ -36,7 +36,10 @@ def apply_method_defaults(
 
 def build_method(cfg: TrainConfig):
     spec = get_method(cfg.method)
-    return spec.build(cfg, make_config(spec.config_cls, cfg.method_args))
+    method = spec.build(cfg, make_config(spec.config_cls, cfg.method_args))
+    if cfg.init_from and not cfg.init_report:
+        raise UserError(f"--init-from is not supported by the '{cfg.method}' method")
+    return method
 
 
 def train(

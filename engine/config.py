@@ -38,6 +38,12 @@ class TrainConfig:
         "resnet18", "resnet18 | resnet50 | vit_tiny | vit_small | vit_base [_p8|_p16]"
     )
     image_size: int = opt(32, "training crop size in pixels")
+    init_from: str = opt(
+        "",
+        "start from these weights (student and teacher alike): a run, a file or a published "
+        "model such as dino:vits16 (see `selfsup models`); the backbone's architecture comes "
+        "from it",
+    )
     epochs: int = opt(10, "passes over the data")
     max_steps: int = opt(0, "stop after this many steps (0 = epochs)")
     time_budget: float = opt(
@@ -61,6 +67,9 @@ class TrainConfig:
     channels_last: str = opt("auto", "auto | on | off", choices=["auto", "on", "off"])
     optim: OptimConfig = field(default_factory=OptimConfig)
     method_args: dict[str, Any] = field(default_factory=dict)
+    # written by the build when init_from is set: the backbone architecture taken from the
+    # source (so a resume rebuilds it without the source) and where the heads came from
+    init_report: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -90,8 +90,11 @@ def load_clip(
     device: str | torch.device = "cpu",
     image_size: int = 0,
 ) -> ClipEmbedder:
-    """A run folder / CLIP checkpoint of ours, or an open_clip model name (+ pretrained)."""
+    """A run folder / CLIP checkpoint of ours, or an open_clip model name (+ pretrained), also
+    written as the named source `open_clip:MODEL/TAG` or `open_clip:MODEL:FILE`."""
     s = str(source)
+    if s.startswith(OPEN_CLIP):
+        s, pretrained = parse_open_clip(s, pretrained)
     if not s.startswith(LOCAL_DIR) and (os.sep in s or Path(s).exists()):
         from engine.features import load_features  # a run or checkpoint: its method says how
 
@@ -106,6 +109,26 @@ def load_clip(
     )
     spec = {"kind": "open_clip", "model": s, "pretrained": pre, "source": s}
     return ClipEmbedder(model, get_tokenizer(s, pretrained), spec, device)
+
+
+OPEN_CLIP = "open_clip:"
+
+
+def parse_open_clip(text: str, pretrained: str = "") -> tuple[str, str]:
+    """'open_clip:ViT-B-32/laion2b_s34b_b79k' or 'open_clip:ViT-B-32:FILE' -> (model, pretrained)."""
+    rest = text[len(OPEN_CLIP) :] if text.startswith(OPEN_CLIP) else text
+    model, _, file = rest.partition(":")
+    model, _, tag = model.partition("/")
+    return model, file or tag or pretrained
+
+
+def open_clip_image_tower(name: str, file: Path | None, device: Any, source: str):
+    """engine.pretrained's loader of the `open_clip` family: the image tower as a
+    FeatureExtractor (Features and Video pages, kNN); search keeps the whole ClipEmbedder."""
+    model, pretrained = parse_open_clip(name)
+    emb = load_clip(model, str(file) if file else pretrained, device)
+    emb.features.source = source
+    return emb.features
 
 
 def clip_features(method: Any, kind: str, source: Any) -> Any:
@@ -123,3 +146,12 @@ def clip_features(method: Any, kind: str, source: Any) -> Any:
     device = next(method.parameters()).device
     emb = ClipEmbedder(method.model, get_tokenizer(name), spec, device)
     return emb if kind == "image_text" else emb.features
+
+
+def _register() -> None:
+    from engine.pretrained import register_family
+
+    register_family("open_clip", open_clip_image_tower)
+
+
+_register()

@@ -191,7 +191,7 @@ class ViT(nn.Module):
         # no loss reaches would get no gradient, and DDP fails on such parameters.
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim)) if mask_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid**2, dim))
-        rates = torch.linspace(0, drop_path, depth).tolist()  # stochastic depth rule of DINO
+        rates = [drop_path * i / max(1, depth - 1) for i in range(depth)]  # DINO's linear rule
         self.blocks = nn.ModuleList(
             Block(dim, heads, drop_path=r, layerscale=layerscale) for r in rates
         )

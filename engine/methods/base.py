@@ -24,9 +24,22 @@ class Method(nn.Module):
 
     @classmethod
     def build(cls, cfg: Any, method_cfg: Any) -> Method:
-        """The MethodSpec.build of an image method: backbone from cfg.backbone / cfg.image_size."""
+        """The MethodSpec.build of an image method: backbone from cfg.backbone / cfg.image_size,
+        or, with cfg.init_from, the source's architecture and weights (engine.init_from)."""
+        if cfg.init_from or cfg.init_report:
+            from engine.init_from import initial_backbone
+
+            backbone, state = initial_backbone(cfg, cls.backbone_kwargs)
+            method = cls(backbone, cfg.image_size, method_cfg)  # teachers copy the loaded weights
+            cfg.init_report["heads"] = method.load_heads(state) if state else "new"
+            return method
         backbone = build_backbone(cfg.backbone, cfg.image_size, **cls.backbone_kwargs)
         return cls(backbone, cfg.image_size, method_cfg)
+
+    def load_heads(self, state: dict[str, Any]) -> str:
+        """Heads from an --init-from file that holds them (DINO's full checkpoints); a method
+        whose heads fit loads them and says so. Default: new heads."""
+        return "new"
 
     def __init__(self) -> None:
         super().__init__()

@@ -119,6 +119,20 @@ class DINO(Method):
         self.register_buffer("teacher_temp", torch.tensor(cfg.warmup_teacher_temp))
         self.register_buffer("freeze_last", torch.tensor(cfg.freeze_last_layer_frac > 0))
 
+    def load_heads(self, state: dict[str, torch.Tensor]) -> str:
+        """DINO's full checkpoints hold the teacher's head (mlp.0/2/4, last_layer.weight_g/_v):
+        used for student and teacher alike when its sizes fit this run's head."""
+        names = {"last_layer.weight_v": "last_v", "last_layer.weight_g": "last_g"}
+        mapped = {names.get(k, k): v for k, v in state.items()}
+        own = self.head.state_dict()
+        if set(mapped) != set(own) or any(mapped[k].shape != v.shape for k, v in own.items()):
+            out = state.get("last_layer.weight_v")
+            size = f"{out.shape[0]}-d" if out is not None else "another"
+            return f"new (the file's head is {size}; this run's --out-dim is {self.cfg.out_dim})"
+        self.head.load_state_dict(mapped)
+        self.teacher_head.load_state_dict(mapped)
+        return "from the file (teacher head)"
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         views = self.make_views(batch, self.specs)
         freeze = bool(self.freeze_last)
