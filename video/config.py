@@ -17,5 +17,9 @@ class PropagationConfig:
     short_side: int = opt(
         0, "resize frames so their shorter side is this before features (0 = keep)"
     )
+    max_side: int = opt(
+        960,
+        "then shrink frames so their longer side is at most this (0 = no bound; 1080p -> 960x540)",
+    )
     batch_frames: int = opt(4, "frames whose features are computed in one forward pass")
     tile: int = opt(12, "target tile side of the local implementation (12 fastest on CPU)")

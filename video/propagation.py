@@ -184,7 +184,9 @@ IMPLEMENTATIONS = {"local": local_affinity_labels, "dense": dense_affinity_label
 
 
 class Propagator:
-    """Holds the context (features + soft labels of the first and last n frames) and steps."""
+    """Holds the context and steps: the anchors (the keyframe the pass started from; the first
+    frame in the classic protocol) + the last n propagated frames (features, soft labels).
+    `restore` puts back a saved context, so a pass resumed on another run continues exactly."""
 
     def __init__(
         self,
@@ -201,7 +203,7 @@ class Propagator:
             IMPLEMENTATIONS[impl],
         )
         self.device = torch.device(device)
-        self.first: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.anchors: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.recent: deque = deque(maxlen=max(0, self.cfg.n_last))
 
     def input_size(self, hw: tuple[int, int]) -> tuple[int, int]:
@@ -209,6 +211,9 @@ class Propagator:
         h, w = hw
         if self.cfg.short_side:
             s = self.cfg.short_side / min(h, w)
+            h, w = round(h * s), round(w * s)
+        if self.cfg.max_side and max(h, w) > self.cfg.max_side:
+            s = self.cfg.max_side / max(h, w)
             h, w = round(h * s), round(w * s)
         st = int(getattr(self.features, "stride", 1) or 1)
         return max(st, h // st * st), max(st, w // st * st)
@@ -239,15 +244,28 @@ class Propagator:
         small = F.interpolate(
             labels0[None].float().to(self.device), size=feat0.shape[-2:], mode=mode
         )[0]
-        self.first = (feat0, small)
+        self.anchors = [(feat0, small)]
         self.recent.clear()
         return small
 
+    def downsample(self, labels: torch.Tensor, hw: tuple[int, int], mode: str = "nearest-exact"):
+        """[K, H, W] labels at frame resolution -> [K, h, w] at feature resolution (as reset)."""
+        return F.interpolate(labels[None].float().to(self.device), size=hw, mode=mode)[0]
+
+    def restore(self, anchors: list[tuple[torch.Tensor, torch.Tensor]], recent: list) -> None:
+        """Context = anchors (keyframes: features, soft labels at feature resolution) + the last
+        propagated (features, soft labels), oldest first (only the last n_last are kept)."""
+        self.anchors = list(anchors)
+        self.recent.clear()
+        for fr in recent:
+            if self.cfg.n_last > 0:
+                self.recent.append(fr)
+
     @torch.no_grad()
     def step(self, feat: torch.Tensor) -> torch.Tensor:
-        if self.first is None:
+        if not self.anchors:
             raise RuntimeError("call reset() with the first frame before step()")
-        ctx = [self.first, *self.recent]
+        ctx = [*self.anchors, *self.recent]
         feats = torch.stack([f for f, _ in ctx])
         labels = torch.stack([lab for _, lab in ctx])
         out = self.impl(feat, feats, labels, self.cfg)

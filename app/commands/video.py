@@ -49,10 +49,50 @@ def _setup(args):
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "propagate", help="carry a first-frame mask (palette PNG) or keypoints through a video"
+        "propagate",
+        help="carry masks / keypoints from keyframes (any frames) through a video; resumable",
     )
     p.add_argument(
-        "--video", required=True, help="video file (mp4, mov, mkv, webm, avi) or folder of frames"
+        "--video", help="video file (mp4, mov, mkv, webm, avi) or folder of frames (required)"
+    )
+    p.add_argument(
+        "--keyframes",
+        metavar="DIR_OR_JSON",
+        help='annotated frames: a folder of palette PNGs named by frame (+ keypoints.csv), a JSON {"keyframes": [{"frame", "mask", "points"}]}, or a COCO RLE JSON',
+    )
+    p.add_argument(
+        "--mode",
+        default="forward",
+        choices=["forward", "blend", "backward"],
+        help="forward from each keyframe (default); blend: forward and backward between two keyframes mixed by distance; backward",
+    )
+    p.add_argument(
+        "--from-frame",
+        type=int,
+        default=0,
+        metavar="T",
+        help="leave the keyframe intervals before the one holding frame T as they are",
+    )
+    p.add_argument(
+        "--export",
+        nargs="+",
+        default=["png"],
+        choices=["png", "coco", "ffv1", "csv", "overlay"],
+        help="png: palette PNGs (always written); coco: <name>_coco.json (RLE); ffv1: <name>_masks_obj<K>.mkv (lossless); csv: keypoints; overlay: <name>_overlay.mp4",
+    )
+    p.add_argument(
+        "--cache-info", action="store_true", help="list the feature cache (entries, sizes) and exit"
+    )
+    p.add_argument("--no-cache", action="store_true", help="keep features in memory only")
+    p.add_argument("--cache-dir", help="feature cache folder (default: ~/.cache/selfsup/features)")
+    p.add_argument(
+        "--cache-mem-mb", type=float, default=256, help="features kept in RAM (default 256 MB)"
+    )
+    p.add_argument(
+        "--cache-disk-gb",
+        type=float,
+        default=4.0,
+        help="bound of the whole feature cache folder, least recently used out first (default 4 GB)",
     )
     p.add_argument("--mask", help="first-frame mask: palette PNG, object ids 1..N, 0 = background")
     p.add_argument(
@@ -63,8 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--out",
-        required=True,
-        help="output folder: <name>/<frame>.png masks and <name>_overlay.mp4",
+        help="output folder: <name>/<frame>.png masks, <name>_timeline.json, result.json, exports; running again resumes",
     )
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay video")
     p.add_argument(
@@ -141,44 +180,101 @@ def _parse_points(values: list[str]) -> list[tuple[float, ...]]:
     return out
 
 
+def _print_cache_info(root) -> dict:
+    from video.feature_cache import cache_info
+
+    info = cache_info(root)
+    print(
+        f"feature cache {info['root']}: {len(info['entries'])} entries, {info['bytes'] / 1e6:.1f} MB"
+    )
+    for e in info["entries"]:
+        size = "x".join(str(v) for v in e.get("size", []))
+        print(
+            f"  {e['key']}  {e['frames']} frames  {e['bytes'] / 1e6:.1f} MB  {size}  last used {e['last_used']}  {e.get('video', '?')}  {e.get('model', '?')}"
+        )
+    return info
+
+
 def run_propagate(args) -> int:
+    import signal
+
     from app.progress import Progress
     from engine.errors import UserError
     from video.pipeline import run_propagation
 
-    if not args.mask and not args.points:
-        raise UserError("give a first-frame --mask PNG and/or --points X,Y ...")
+    if args.cache_info:
+        args.result = _print_cache_info(args.cache_dir)
+        return 0
+    if not args.video or not args.out:
+        raise UserError("give --video and --out")
+    if not args.mask and not args.points and not args.keyframes:
+        raise UserError("give --keyframes, a first-frame --mask PNG and/or --points X,Y ...")
     points = _parse_points(args.points) if args.points else None
     features, cfg, device = _setup(args)
-    with Progress(args.job) as progress:
-        res = run_propagation(
-            args.video,
-            args.out,
-            features,
-            cfg,
-            mask=args.mask,
-            points=points,
-            ground_truth=args.ground_truth,
-            impl=args.impl,
-            device=device,
-            write_overlay=not args.no_overlay,
-            progress=progress,
-            backend=args.backend,
-        )
+    exports = list(args.export)
+    if points and "csv" not in exports:
+        exports.append("csv")
+    overlay = not args.no_overlay and bool(args.mask or points)  # the classic first-frame job
+    stop = {"asked": False}
+
+    def ask_stop(signum, frame):
+        stop["asked"] = True
+
+    old = {s: signal.signal(s, ask_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with Progress(args.job) as progress:
+            res = run_propagation(
+                args.video,
+                args.out,
+                features,
+                cfg,
+                mask=args.mask,
+                points=points,
+                ground_truth=args.ground_truth,
+                impl=args.impl,
+                device=device,
+                write_overlay=overlay,
+                progress=progress,
+                backend=args.backend,
+                keyframes=args.keyframes,
+                mode=args.mode,
+                from_frame=args.from_frame,
+                exports=exports,
+                cancel=lambda: stop["asked"],
+                cache=not args.no_cache,
+                cache_dir=args.cache_dir,
+                cache_mem_mb=args.cache_mem_mb,
+                cache_disk_gb=args.cache_disk_gb,
+            )
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
     args.result = res
-    if points:
-        print(f"{len(points)} keypoint(s) through the video: {res['keypoints']}")
-    if args.mask:
-        print(
-            f"{res['frames']} frames, {len(res['objects'])} object(s), {res['frames_per_s']:.2f} frames/s with {features!r}"
-        )
-        print(
-            f"masks: {Path(res['masks'][0]).parent}/"
-            + (f"\noverlay: {res['overlay']}" if res["overlay"] else "")
-        )
+    c = res["cache"]
+    print(
+        f"{res['frames']} frames, keyframes {res['keyframes'][:10]}{'...' if len(res['keyframes']) > 10 else ''}, mode {res['mode']}: "
+        f"{res['propagated']} propagated, {res['written']} written in {res['seconds']:.1f} s with {features!r}"
+    )
+    print(
+        f"features: {c['computed']} computed, {c['hits_memory'] + c['hits_disk']} from the cache ({c['disk_bytes'] / 1e6:.1f} MB on disk, bound {c['disk_bound'] / 1e9:.1f} GB)"
+    )
+    st = res["states"]
+    print(
+        f"timeline {res['timeline']}: {st['keyframe']} keyframes, {st['done']} done, {st['pending']} pending, {st['none']} unlabelled"
+        + (f"; look first at frames {res['look_first'][:8]}" if res["look_first"] else "")
+    )
+    if res.get("keypoints"):
+        print(f"keypoints: {res['keypoints']}")
+    for fmt, path in res["exports"].items():
+        print(f"{fmt}: {path}")
     if res.get("jf"):
         jf = res["jf"]
         print(f"J&F {jf['J&F']:.4f} (J {jf['J']:.4f}, F {jf['F']:.4f}) on {jf['frames']} frames")
+    if res.get("jf_unannotated"):
+        jf = res["jf_unannotated"]
+        print(f"J&F on the {jf['frames']} frames that are not keyframes: {jf['J&F']:.4f}")
+    if res["stopped"]:
+        print("stopped: run the same command again to continue")
     return 0
 
 

@@ -38,3 +38,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def feature_cache(tmp_path_factory, monkeypatch):
+    """Propagation's feature cache in a temporary folder, never the user's."""
+    d = tmp_path_factory.mktemp("feature-cache")
+    monkeypatch.setenv("SELFSUP_FEATURE_CACHE", str(d))
+    return d
