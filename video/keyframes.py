@@ -151,70 +151,73 @@ class KeyframePropagation:
 
     # ------------------------------------------------------------------ state on disk
 
-    def _open_state(self, track: Track) -> tuple[Path, dict, np.memmap]:
+    def _open_state(self, track: Track) -> tuple[Path, np.memmap]:
+        """The track's folder and its owner array: per frame, a 32-bit id of the pass (or the
+        keyframe annotation) that produced the stored result, 0 = nothing."""
         d = self.state_dir / track.name
         d.mkdir(parents=True, exist_ok=True)
         try:
             state = json.loads((d / "state.json").read_text())
             if state.get("n") != self.n or state.get("base") != self.base_key:
                 raise ValueError
-        except (OSError, ValueError):
-            state = {"n": self.n, "base": self.base_key, "fp": {}}
+        except (OSError, ValueError):  # another video, model or settings: start afresh
             shutil.rmtree(d)
             d.mkdir(parents=True)
-            self._save_state(d, state)
-        done_path = d / "done.u8"
-        if not done_path.exists() or done_path.stat().st_size != self.n:
-            with open(done_path, "wb") as f:
-                f.write(bytes(self.n))
-        done = np.memmap(done_path, dtype=np.uint8, mode="r+", shape=(self.n,))
-        return d, state, done
+            state = {"n": self.n, "base": self.base_key}
+            atomic_write(d / "state.json", lambda tmp: Path(tmp).write_text(json.dumps(state)))
+        path = d / "owner.u32"
+        if not path.exists() or path.stat().st_size != 4 * self.n:
+            with open(path, "wb") as f:
+                f.write(bytes(4 * self.n))
+        return d, np.memmap(path, dtype=np.uint32, mode="r+", shape=(self.n,))
 
-    def _save_state(self, d: Path, state: dict) -> None:
-        atomic_write(d / "state.json", lambda tmp: Path(tmp).write_text(json.dumps(state)))
+    def _pass_id(self, track: Track, iv: Interval | None, t: int | None = None) -> int:
+        """The id a frame's result carries. A forward pass's frames depend on keyframe a and the
+        frames after it only, so its id leaves out b: inserting a keyframe inside it keeps the
+        frames before the new keyframe valid (a backward pass likewise leaves out a)."""
+        if iv is None:
+            parts = [self.base_key, track.name, "kf", str(t), track.digest[t]]
+        elif iv.kind == "fwd":
+            parts = [self.base_key, track.name, "fwd", str(iv.a), track.digest[iv.a]]
+        elif iv.kind == "bwd":
+            parts = [self.base_key, track.name, "bwd", str(iv.b), track.digest[iv.b]]
+        else:
+            parts = [self.base_key, track.name, iv.key, track.digest[iv.a], track.digest[iv.b]]
+        return int(hashlib.sha1("|".join(parts).encode()).hexdigest()[:8], 16) or 1
 
-    def _fingerprint(self, track: Track, iv: Interval) -> str:
-        parts = [self.base_key, track.name, iv.key]
-        if iv.kind in ("fwd", "blend"):
-            parts.append(track.digest[iv.a])
-        if iv.kind in ("bwd", "blend"):
-            parts.append(track.digest[iv.b])
-        return hashlib.sha1("|".join(parts).encode()).hexdigest()[:20]
+    def expected(self, track: Track) -> np.ndarray:
+        """uint32 [n]: the id each frame's result must carry under the current keyframes."""
+        exp = np.zeros(self.n, np.uint32)
+        for iv in intervals(track.keys, self.n, self.mode):
+            exp[iv.a + 1 : iv.b] = self._pass_id(track, iv)
+        for t in track.keys:
+            exp[t] = self._pass_id(track, None, t)
+        return exp
 
     # ------------------------------------------------------------------ running
 
     def done_frames(self, track: Track) -> np.ndarray:
         """bool [n]: frames whose stored result is current (after or without a run)."""
-        _, _, done = self._open_state(track)
-        return np.asarray(done, bool).copy()
+        _, owner = self._open_state(track)
+        exp = self.expected(track)
+        return (np.asarray(owner) == exp) & (exp != 0)
 
-    def plan(self, track: Track, from_frame: int = 0) -> tuple[list, list[Interval], dict]:
-        """(keyframes to write, intervals to run, state) for frames >= from_frame's interval."""
-        d, state, done = self._open_state(track)
-        keys = track.keys
-        fps = state["fp"]
-        todo_k = [
-            t
-            for t in keys
-            if t >= from_frame and (fps.get(f"kf:{t}") != track.digest[t] or not done[t])
+    def plan(self, track: Track, from_frame: int = 0) -> tuple[list[int], list[Interval]]:
+        """(keyframes to write, intervals to run) from the interval holding from_frame on."""
+        _, owner = self._open_state(track)
+        exp = self.expected(track)
+        ok = np.asarray(owner) == exp
+        todo_k = [t for t in track.keys if t >= from_frame and not ok[t]]
+        todo_iv = [
+            iv
+            for iv in intervals(track.keys, self.n, self.mode)
+            if iv.b > from_frame and not ok[iv.a + 1 : iv.b].all()
         ]
-        todo_iv = []
-        for iv in intervals(keys, self.n, self.mode):
-            if iv.b <= from_frame:
-                continue
-            fp = self._fingerprint(track, iv)
-            if fps.get(iv.key) != fp or not all(done[iv.a + 1 : iv.b]):
-                todo_iv.append(iv)
-        return todo_k, todo_iv, state
+        return todo_k, todo_iv
 
     def run(self, track: Track, emit: Emit, from_frame: int = 0) -> dict[str, Any]:
-        d, state, done = self._open_state(track)
-        fps = state["fp"]
-        keys = track.keys
-        live = {f"kf:{t}" for t in keys} | {iv.key for iv in intervals(keys, self.n, self.mode)}
-        for k in [k for k in fps if k not in live]:  # forgotten keyframes and intervals
-            del fps[k]
-        todo_k, todo_iv, _ = self.plan(track, from_frame)
+        d, owner = self._open_state(track)
+        todo_k, todo_iv = self.plan(track, from_frame)
         total = len(todo_k) + sum(len(iv.frames) for iv in todo_iv)
         count = [0]
 
@@ -223,16 +226,20 @@ class KeyframePropagation:
             if self.progress:
                 self.progress(count[0], total, track.name)
 
+        def emitter(pid: int) -> Callable:
+            def out(t, soft):
+                emit(t, soft)
+                self.emitted.append(t)
+                owner[t] = pid
+                owner.flush()
+                tick()
+
+            return out
+
         for t in todo_k:
             if self.cancel():
                 raise Stopped
-            emit(t, None)
-            self.emitted.append(t)
-            done[t] = 1
-            done.flush()
-            fps[f"kf:{t}"] = track.digest[t]
-            self._save_state(d, state)
-            tick()
+            emitter(self._pass_id(track, None, t))(t, None)
         anchors: dict[int, tuple] = {}
 
         def anchor(t: int):
@@ -242,79 +249,55 @@ class KeyframePropagation:
             return anchors[t]
 
         for iv in todo_iv:
-            fp = self._fingerprint(track, iv)
-            if fps.get(iv.key) != fp:  # new or changed: drop what the old one left
-                done[iv.a + 1 : iv.b] = 0
-                done.flush()
-                self._drop_files(d, iv)
-                fps[iv.key] = fp
-                self._save_state(d, state)
+            pid = self._pass_id(track, iv)
             frames = list(iv.frames)
             if self.prefetch and iv.kind != "fwd":
                 self.prefetch(frames)
+
+            def is_done(t, pid=pid):
+                return int(owner[t]) == pid
+
+            tag = f"r{pid:08x}"
             if iv.kind == "fwd":
-                self._pass(
-                    d,
-                    "r",
-                    frames,
-                    anchor(iv.a),
-                    lambda t: bool(done[t]),
-                    self._emitter(emit, done, tick),
-                )
+                self._pass(d, tag, frames, anchor(iv.a), is_done, emitter(pid))
             elif iv.kind == "bwd":
-                self._pass(
-                    d,
-                    "r",
-                    frames[::-1],
-                    anchor(iv.b),
-                    lambda t: bool(done[t]),
-                    self._emitter(emit, done, tick),
-                )
+                self._pass(d, tag, frames[::-1], anchor(iv.b), is_done, emitter(pid))
             else:
-                self._blend(
-                    d, iv, frames, anchor(iv.a), anchor(iv.b), done, self._emitter(emit, done, tick)
-                )
+                self._blend(d, pid, iv, frames, anchor(iv.a), anchor(iv.b), is_done, emitter(pid))
             self._drop_files(d, iv)  # complete: its rings and backward labels are not needed
         return {"track": track.name, "frames": total}
 
-    def _blend(self, d: Path, iv: Interval, frames: list[int], fwd_anchor, bwd_anchor, done, out):
+    def _blend(self, d, pid, iv, frames, fwd_anchor, bwd_anchor, is_done, out):
         """The backward pass first (its labels kept as float16 files), then the forward pass,
         each frame's soft labels mixed by distance to the two keyframes."""
         back = d / "back"
         back.mkdir(exist_ok=True)
 
+        def name(t: int) -> Path:
+            return back / f"b{pid:08x}_{t}.npy"
+
         def have_back(t: int) -> bool:
-            return (back / f"b_{t}.npy").exists()
+            return name(t).exists()
 
         def keep_back(t: int, soft: torch.Tensor) -> None:
-            save_npy(back / f"b_{t}.npy", soft.cpu().numpy().astype(np.float16))
+            save_npy(name(t), soft.cpu().numpy().astype(np.float16))
 
-        if not all(have_back(t) or done[t] for t in frames):
-            self._pass(d, "s", frames[::-1], bwd_anchor, have_back, keep_back)
+        if not all(have_back(t) or is_done(t) for t in frames):
+            self._pass(d, f"s{pid:08x}", frames[::-1], bwd_anchor, have_back, keep_back)
         span = float(iv.b - iv.a)
 
         def blended(t: int, soft: torch.Tensor) -> None:
             wf = (iv.b - t) / span
-            bs = torch.from_numpy(np.load(back / f"b_{t}.npy").astype(np.float32))
+            bs = torch.from_numpy(np.load(name(t)).astype(np.float32))
             out(t, wf * soft + (1 - wf) * bs.to(soft.device))
 
-        self._pass(d, "r", frames, fwd_anchor, lambda t: bool(done[t]), blended)
+        self._pass(d, f"r{pid:08x}", frames, fwd_anchor, is_done, blended)
 
     @staticmethod
     def _drop_files(d: Path, iv: Interval) -> None:
         for f in [*d.glob("*.npy"), *d.glob("back/*.npy")]:
             if iv.a < int(f.stem.split("_")[1]) < iv.b:
                 f.unlink(missing_ok=True)
-
-    def _emitter(self, emit: Emit, done: np.memmap, tick) -> Callable:
-        def out(t, soft):
-            emit(t, soft)
-            self.emitted.append(t)
-            done[t] = 1
-            done.flush()
-            tick()
-
-        return out
 
     def _pass(
         self,

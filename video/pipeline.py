@@ -294,7 +294,9 @@ def run_propagation(
         hw, names = reader.size, frame_names(reader)
     kfs: dict[int, Keyframe] = {}
     if keyframes is not None:
-        kfs = dict(keyframes) if isinstance(keyframes, dict) else load_keyframes(keyframes, names, hw)
+        kfs = (
+            dict(keyframes) if isinstance(keyframes, dict) else load_keyframes(keyframes, names, hw)
+        )
     if mask is not None or points:
         first = kfs.setdefault(0, Keyframe(0))
         if mask is not None:
@@ -494,6 +496,17 @@ def write_timeline(
     }
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc)))
     return doc
+
+
+def _ranges(ts: list[int]) -> list[list[int]]:
+    """[1, 2, 3, 7] -> [[1, 3], [7, 7]] (inclusive)."""
+    out: list[list[int]] = []
+    for t in sorted(set(ts)):
+        if out and out[-1][1] == t - 1:
+            out[-1][1] = t
+        else:
+            out.append([t, t])
+    return out
 
 
 def _open_array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
@@ -725,6 +738,7 @@ def propagate_keyframes(
         stopped=stopped,
         propagated=job.steps,
         written=len(job.emitted),
+        written_ranges=_ranges(job.emitted),
         timeline=str(out_dir / f"{name}_timeline.json"),
         states=timeline["counts"],
         look_first=timeline["look_first"],
