@@ -57,7 +57,7 @@ class TrainConfig:
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
     precision: str = opt(
         "auto",
-        "auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16",
+        "auto (CUDA: bf16; CPU: bf16 only where a cached probe measures it clearly faster) | fp32 | bf16 | fp16",
         choices=["auto", "fp32", "bf16", "fp16"],
     )
     run_dir: str = opt("", "output folder (default runs/<method>-<time>)")

@@ -266,6 +266,7 @@ class RunState:
     last_time: float = 0.0
     loss: float | None = None
     precision: str = ""
+    precision_reason: str = ""  # why: "requested", or the CPU probe's measured speed-ups
 
     @classmethod
     def from_events(cls, events: list[dict[str, Any]]) -> RunState:
@@ -282,6 +283,7 @@ class RunState:
             self.total_steps = int(e.get("total_steps", self.total_steps) or 0)
             self.step = int(e.get("step", 0) or 0)
             self.precision = str(e.get("precision", self.precision) or "")
+            self.precision_reason = str(e.get("precision_reason", "") or "")
         elif t in ("step", "checkpoint"):
             self.phase = "running"
             self.step = int(e.get("step", self.step) or self.step)

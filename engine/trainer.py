@@ -22,6 +22,7 @@ from engine.config import TrainConfig
 from engine.errors import UserError
 from engine.events import EventLog
 from engine.optim import build_optimizer, lr_at
+from engine.precision import choose_precision
 from engine.run import RunDir
 
 
@@ -68,17 +69,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device '{name}' requested but CUDA is not available; use --device cpu")
     return torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA (fp16 where bf16 is missing), fp32 on CPU: bf16 matmul is ~100x slower there."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 class Trainer:
@@ -149,7 +139,10 @@ class Trainer:
                 find_unused_parameters=getattr(self.method, "ddp_find_unused", False),
             )
         self.optimizer = build_optimizer(self.method, cfg.optim, self.peak_lr)
-        self.amp_dtype = autocast_dtype(cfg.precision, self.device)
+        # measured on a CPU (engine.precision, cached per machine); the choice and the reason
+        # go into the start event and the app
+        self.precision = choose_precision(cfg.precision, self.device, cfg.image_size)
+        self.amp_dtype = self.precision.dtype
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype == torch.float16
         )
@@ -250,6 +243,8 @@ class Trainer:
             global_batch=self.global_batch,
             world_size=self.world,
             device=str(self.device),
+            precision=self.precision.name,
+            precision_reason=self.precision.reason,
         )
         old_handlers = self._install_signal_handlers()
         try:

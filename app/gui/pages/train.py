@@ -563,7 +563,10 @@ class TrainPage(Page):
             loss = c.losses.get("loss")
             if loss:
                 parts.append(f"loss {loss[-1][1]:.4f}")
+            if c.state.precision:
+                parts.append(c.state.precision)
             self.stats_label.setText("  ·  ".join(parts))
+            self.stats_label.setToolTip(c.state.precision_reason)
             if not self.job.stopping:
                 self.status_label.setText(self._status_html("running"))
         elif self.watched is not None:
