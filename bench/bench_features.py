@@ -1,0 +1,76 @@
+"""Feature-extraction speed of the published ViTs at 480p, the input of video propagation:
+frames per second of FeatureExtractor.dense for DINO ViT-S/16, ViT-S/8 and DINOv2 ViT-S/14 (the
+architectures of engine.pretrained's catalog with random weights: speed does not depend on
+them), in fp32 and at the precision the CPU probe picks.
+
+    python bench/bench_features.py [--frames 8] [--allow-load]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import machine  # noqa: E402
+
+from engine.features import FeatureExtractor  # noqa: E402
+from engine.pretrained import CATALOG, build  # noqa: E402
+
+MODELS = ["dino:vits16", "dino:vits8", "dinov2:vits14"]
+
+
+def frames_per_s(ex: FeatureExtractor, frames: torch.Tensor) -> float:
+    ex.dense(frames[:1])  # warm-up: kernels chosen, caches filled
+    t = time.perf_counter()
+    for f in frames:
+        ex.dense(f[None])
+    return len(frames) / (time.perf_counter() - t)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--width", type=int, default=854)
+    p.add_argument("--allow-load", action="store_true")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "features.json"))
+    args = p.parse_args()
+    info = machine.guard(args.allow_load)
+    rows = []
+    for name in MODELS:
+        m = CATALOG[name]
+        patch = int(m.arch["name"].rsplit("_p", 1)[1])
+        h, w = args.height // patch * patch, args.width // patch * patch
+        frames = torch.randint(0, 255, (args.frames, 3, h, w), dtype=torch.uint8)
+        torch.manual_seed(0)
+        ex = FeatureExtractor(build(m.arch).eval(), image_size=m.image_size)
+        row = {"model": name, "input": f"{w}x{h}", "tokens": (h // patch) * (w // patch)}
+        for precision in ("fp32", "auto"):
+            ex.set_precision(precision)
+            row[f"{precision}_fps"] = round(frames_per_s(ex, frames), 3)
+            row[f"{precision}_is"] = ex.precision.name
+        rows.append(row)
+        print(json.dumps(row))
+    info = machine.finish(info)
+    print("\n| model | input | tokens | fp32 frames/s | default precision | frames/s |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['input']} | {r['tokens']} | {r['fp32_fps']:.2f} | "
+            f"{r['auto_is']} | {r['auto_fps']:.2f} |"
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
