@@ -117,10 +117,16 @@ class FeatureCache:
             self._mem.move_to_end(t)
             return
         self._mem[t] = q
-        self._mem_used += q.numel() * q.element_size()
+        self._mem_used += self._cost(q)
         while self._mem_used > self.mem_bytes and len(self._mem) > 1:
             _, old = self._mem.popitem(last=False)
-            self._mem_used -= old.numel() * old.element_size()
+            self._mem_used -= self._cost(old)
+
+    @staticmethod
+    def _cost(q: torch.Tensor) -> int:
+        """Bytes a kept frame costs: its data plus the tensor's own bookkeeping (about 1 KB,
+        which dominates for small frames)."""
+        return q.numel() * q.element_size() + 1024
 
     def _load(self, t: int) -> torch.Tensor | None:
         if t in self._mem:

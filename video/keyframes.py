@@ -264,7 +264,12 @@ class KeyframePropagation:
                 self._pass(d, tag, frames[::-1], anchor(iv.b), is_done, emitter(pid))
             else:
                 self._blend(d, pid, iv, frames, anchor(iv.a), anchor(iv.b), is_done, emitter(pid))
-            self._drop_files(d, iv)  # complete: its rings and backward labels are not needed
+            # complete: its rings and backward labels are not needed, except the last frames of
+            # a forward pass (removing the next keyframe then continues from there)
+            keep = (
+                frames[-self.prop.cfg.n_last :] if iv.kind == "fwd" and self.prop.cfg.n_last else []
+            )
+            self._drop_files(d, iv, set(keep))
         return {"track": track.name, "frames": total}
 
     def _blend(self, d, pid, iv, frames, fwd_anchor, bwd_anchor, is_done, out):
@@ -294,9 +299,10 @@ class KeyframePropagation:
         self._pass(d, f"r{pid:08x}", frames, fwd_anchor, is_done, blended)
 
     @staticmethod
-    def _drop_files(d: Path, iv: Interval) -> None:
+    def _drop_files(d: Path, iv: Interval, keep: set[int] = frozenset()) -> None:
         for f in [*d.glob("*.npy"), *d.glob("back/*.npy")]:
-            if iv.a < int(f.stem.split("_")[1]) < iv.b:
+            t = int(f.stem.split("_")[1])
+            if iv.a < t < iv.b and t not in keep:
                 f.unlink(missing_ok=True)
 
     def _pass(

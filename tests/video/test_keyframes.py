@@ -191,3 +191,40 @@ def test_keyframes_from_folder_json_and_errors(sample_frames_dir, gts, tmp_path)
     (pts / "keypoints.csv").write_text("frame,point,object,x,y\n0,0,1,4000,5\n")
     with pytest.raises(UserError, match="outside"):
         load_keyframes(pts, names, hw)
+
+
+def test_removing_a_keyframe_recomputes_what_it_governed(sample_frames_dir, gts, tmp_path):
+    out = tmp_path / "out"
+    kfs = {0: Keyframe(0, gts[0]), 20: Keyframe(20, gts[20])}
+    propagate_keyframes(sample_frames_dir, kfs, out, LabFeatures(), CFG)
+    del kfs[20]
+    r = propagate_keyframes(sample_frames_dir, kfs, out, LabFeatures(), CFG)
+    assert r["written_ranges"] == [[20, 47]] and r["propagated"] == 28
+    ref = tmp_path / "ref"
+    propagate_keyframes(sample_frames_dir, kfs, ref, LabFeatures(), CFG)
+    assert pngs(out) == pngs(ref)
+
+
+def test_feature_cache_bounds(tmp_path):
+    import torch
+
+    from video.feature_cache import FeatureCache, cache_info
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    calls = []
+
+    def compute(idx):
+        calls.extend(idx)
+        return torch.nn.functional.normalize(torch.randn(len(idx), 4, 8, 8), dim=1)
+
+    fc = FeatureCache(
+        compute, video, "m", (64, 64), tmp_path / "c", mem_bytes=3 * 1536, disk_bytes=2000
+    )
+    a = fc.get([0, 1, 2, 3])
+    assert len(fc._mem) == 3  # 3 frames of 512 bytes + bookkeeping fit the memory bound
+    assert fc.disk_used() <= 2000 and fc.evicted >= 1  # files of 640 bytes, bound 2000
+    b = fc.get([3])
+    assert torch.equal(a[3], b[0]) and calls == [0, 1, 2, 3]
+    info = cache_info(tmp_path / "c")
+    assert info["entries"][0]["model"] == "m" and info["entries"][0]["size"] == [64, 64]
