@@ -6,13 +6,14 @@ import argparse
 import importlib
 
 from app.cli import add_events_arg
+from app.commands.common import MODEL_HELP, add_device_args
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint",
         required=True,
-        help="run dir, checkpoint .pt, export .safetensors or torchvision:resnet18[:FILE]",
+        help=MODEL_HELP,
     )
     p.add_argument(
         "--train", required=True, help="labelled image folder (one sub-folder per class)"
@@ -23,12 +24,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--image-size", type=int, help="resize images to this (default: the model's training size)"
     )
-    p.add_argument("--device", default="auto")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        help="inference precision: auto (measured on CPUs), fp32, bf16, fp16",
-    )
+    add_device_args(p)
     p.add_argument("--num-workers", type=int, default=2)
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from app.commands.common import MODEL_HELP
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a trained backbone as safetensors with metadata")
     p.add_argument(
         "--checkpoint",
         required=True,
-        help="run dir or checkpoint .pt (or torchvision:resnet18:FILE)",
+        help=MODEL_HELP,
     )
     p.add_argument(
         "--out", help="output .safetensors (default: RUN_DIR/exports/backbone.safetensors)"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from app.cli import add_events_arg
+from app.commands.common import add_device_args
 
 DEFAULT_INDEX = "photo-index"
 
@@ -23,12 +24,7 @@ def _model_args(p: argparse.ArgumentParser, required: bool = False) -> None:
         default="",
         help="open_clip tag (downloaded when online), weights file, or local-dir:FOLDER",
     )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        help="inference precision: auto (measured on CPUs), fp32, bf16, fp16",
-    )
+    add_device_args(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from app.cli import add_events_arg
+from app.commands.common import MODEL_HELP, add_device_args
 from engine.config import add_dataclass_args, collect_dataclass_args
 
 
@@ -15,14 +16,9 @@ def _features_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint",
         default="lab",
-        help="features: 'lab' (raw Lab pixels, default), a run dir, checkpoint .pt, export .safetensors or torchvision:resnet18[:FILE]",
+        help="features: 'lab' (raw Lab pixels, default) or " + MODEL_HELP,
     )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        help="inference precision: auto (measured on CPUs), fp32, bf16, fp16",
-    )
+    add_device_args(p)
     p.add_argument(
         "--impl",
         default="local",

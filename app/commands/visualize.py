@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from app.commands.common import MODEL_HELP, add_device_args
+
 KINDS = {
     "attention": "ViT last-layer [CLS] attention per head, mean, and the 60%%-mass mask (DINO)",
     "pca": "PCA of patch features over the images: background removed, 3 components as RGB (DINOv2)",
@@ -26,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         k.add_argument(
             "--checkpoint",
             required=True,
-            help="run dir, checkpoint .pt, export .safetensors or torchvision:resnet18[:FILE]",
+            help=MODEL_HELP,
         )
         k.add_argument(
             "--images",
@@ -46,12 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             default=1000 if kind == "embedding" else 8,
             help="use at most this many images, spread evenly over the sorted list",
         )
-        k.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-        k.add_argument(
-            "--precision",
-            default="auto",
-            help="inference precision: auto (measured on CPUs), fp32, bf16, fp16",
-        )
+        add_device_args(k, default_device="cpu")
         k.set_defaults(func=run)
     kinds.choices["attention"].add_argument(
         "--mass",
