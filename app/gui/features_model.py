@@ -150,3 +150,44 @@ def default_images_for(run_or_source: str | Path) -> str:
     if data.name == "train" and (data.parent / "val").is_dir():
         return str(data.parent / "val")
     return str(data) if data.is_dir() else ""
+
+
+def look_map(fs: FeatureSet, row: int) -> tuple[np.ndarray, str]:
+    """Where a model looks in its row-th shown image: the mean last-layer [CLS] attention of a
+    ViT, the last stage's activation energy of a ResNet."""
+    if fs.is_vit:
+        return fs.attention["mean"][row], "attention"
+    if fs.stages:
+        return fs.stages[-1][row], "activation energy"
+    return np.zeros((1, 1), np.float32), "no map"
+
+
+def comparison_panels(a: FeatureSet, b: FeatureSet, cell: int) -> list[tuple[np.ndarray, str]]:
+    """Rows of [image | A looks | A PCA | B looks | B PCA] on the same images: two models side by
+    side (e.g. a model trained here against DINO)."""
+    from engine.visualize import pca_images
+    from engine.visualize.figures import heat_overlay, resize
+
+    pca = {id(fs): pca_images(fs.dense, foreground="all")[0] for fs in (a, b)}
+    names = {id(a): "A", id(b): "B"}
+    panels = []
+    for row, i in enumerate(a.chosen):
+        img = resize(a.rgb(i), cell)
+        panels.append((img, a.label_name(i)))
+        for fs in (a, b):
+            m, what = look_map(fs, row)
+            panels.append(
+                (heat_overlay(img, m, 0.0, float(m.max()) or 1.0), f"{names[id(fs)]}: {what}")
+            )
+            rgb = (pca[id(fs)][row] * 255 + 0.5).astype(np.uint8)
+            panels.append((resize(rgb, cell, nearest=True), f"{names[id(fs)]}: PCA"))
+    return panels
+
+
+def compute_pair(
+    source: str, other: str, folder: str | Path, map_size: int = 0, n_show: int = 8
+) -> tuple[FeatureSet, FeatureSet | None]:
+    """The features of one model, and of a second one on the same images at the same map size."""
+    a = compute_features(source, folder, map_size, n_show)
+    b = compute_features(other, folder, a.map_size, n_show) if other else None
+    return a, b

@@ -118,3 +118,15 @@ def recent_models(settings: Settings, kind: str) -> list[str]:
     ]
     files = [p for p in settings.recent("checkpoints") if Path(p).is_file()]
     return runs + files
+
+
+def published_models() -> list[tuple[str, str]]:
+    """(label, name) of the published models (engine.pretrained's catalog), those whose weights
+    are already on this machine first: a name not cached downloads once when used (online)."""
+    from engine.pretrained import CATALOG, is_cached
+
+    rows = sorted(CATALOG.values(), key=lambda m: (not is_cached(m.name), m.name))
+    return [
+        (f"{m.name}  ({'on this computer' if is_cached(m.name) else 'downloads once'})", m.name)
+        for m in rows
+    ]

@@ -35,8 +35,14 @@ from PySide6.QtWidgets import (
 
 from app.gui import jobs
 from app.gui.errors import show_error
-from app.gui.features_model import FeatureSet, compute_features, default_images_for, embedding_2d
-from app.gui.paths import Settings
+from app.gui.features_model import (
+    FeatureSet,
+    comparison_panels,
+    compute_pair,
+    default_images_for,
+    embedding_2d,
+)
+from app.gui.paths import Settings, published_models
 from app.gui.widgets import Page, PanelGrid, PathPicker, info_label, std_icon, to_qimage
 
 MODEL_FILTER = "Models (*.pt *.pth *.safetensors);;All files (*)"
@@ -56,6 +62,7 @@ class FeaturesPage(Page):
         )
         self.settings = settings
         self.fs: FeatureSet | None = None
+        self.other: FeatureSet | None = None  # the second model of the Compare tab
         self._xy: np.ndarray | None = None
         self._pending_embedding = ""
 
@@ -67,6 +74,15 @@ class FeaturesPage(Page):
         self.model_file_btn = QPushButton("File…")
         self.model_file_btn.setIcon(std_icon(self, "SP_FileIcon"))
         self.model_file_btn.clicked.connect(self._browse_model_file)
+        self.published = self._published_combo("Published model…")
+        self.published.activated.connect(
+            lambda i: i > 0 and self.model_picker.set_path(self.published.itemData(i))
+        )
+        self.compare = self._published_combo("Compare with… (none)")
+        self.compare.setEditable(True)  # a run folder or file path typed in works too
+        self.compare.setToolTip(
+            "a second model shown beside the first on the same images (Compare tab): e.g. a model trained here against dino:vits16"
+        )
         self.images_picker = PathPicker(
             settings, "folders", "dir", placeholder="folder of images, class sub-folders = labels"
         )
@@ -92,8 +108,10 @@ class FeaturesPage(Page):
         g.addWidget(QLabel("model"), 0, 0)
         g.addWidget(self.model_picker, 0, 1)
         g.addWidget(self.model_file_btn, 0, 2)
+        g.addWidget(self.published, 0, 3)
         g.addWidget(QLabel("images"), 1, 0)
         g.addWidget(self.images_picker, 1, 1, 1, 2)
+        g.addWidget(self.compare, 1, 3)
         opts = QHBoxLayout()
         opts.addWidget(QLabel("map size"))
         opts.addWidget(self.size_spin)
@@ -102,8 +120,8 @@ class FeaturesPage(Page):
         opts.addStretch(1)
         opts.addWidget(self.busy)
         opts.addWidget(self.compute_btn)
-        g.addLayout(opts, 2, 0, 1, 3)
-        g.addWidget(self.summary, 3, 0, 1, 3)
+        g.addLayout(opts, 2, 0, 1, 4)
+        g.addWidget(self.summary, 3, 0, 1, 4)
         g.setColumnStretch(1, 1)
         self.outer.addWidget(box)
 
@@ -112,6 +130,7 @@ class FeaturesPage(Page):
         self.tabs.addTab(self._pca_tab(), "PCA of patches")
         self.tabs.addTab(self._neighbours_tab(), "Nearest neighbours")
         self.tabs.addTab(self._embedding_tab(), "Embedding")
+        self.tabs.addTab(self._compare_tab(), "Compare")
         self.outer.addWidget(self.tabs, 1)
 
         self.compute_btn.clicked.connect(self.compute)
@@ -135,6 +154,32 @@ class FeaturesPage(Page):
         sc.setWidgetResizable(True)
         sc.setWidget(w)
         return sc
+
+    def _published_combo(self, first: str) -> QComboBox:
+        c = QComboBox()
+        c.addItem(first, "")
+        for label, name in published_models():
+            c.addItem(label, name)
+        return c
+
+    def compare_source(self) -> str:
+        """The second model: a listed published model, or whatever path or name was typed."""
+        text, i = self.compare.currentText().strip(), self.compare.currentIndex()
+        if i > 0 and text == self.compare.itemText(i):
+            return self.compare.itemData(i)
+        return "" if text == self.compare.itemText(0) else text
+
+    def _compare_tab(self) -> QWidget:
+        w = QWidget()
+        lay = QVBoxLayout(w)
+        self.cmp_note = info_label(
+            "Choose a second model in “Compare with…” and press Compute: each row shows one image, where each model looks and the PCA of its patch features.",
+            muted=True,
+        )
+        self.cmp_grid = PanelGrid(CELL - 20)
+        lay.addWidget(self.cmp_note)
+        lay.addWidget(self._scroll(self.cmp_grid), 1)
+        return w
 
     def _attention_tab(self) -> QWidget:
         w = QWidget()
@@ -284,8 +329,9 @@ class FeaturesPage(Page):
         self.busy.show()
         self.compute_btn.setEnabled(False)
         self.summary.setText("Loading the model and embedding the images…")
+        other = self.compare_source()
         jobs.run_in_thread(
-            lambda: compute_features(source, folder, size, n),
+            lambda: compute_pair(source, other, folder, size, n),
             self._computed,
             self._failed,
             self,
@@ -302,7 +348,8 @@ class FeaturesPage(Page):
         self.summary.setText("")
         show_error(self, e, "features")
 
-    def _computed(self, fs: FeatureSet) -> None:
+    def _computed(self, pair: tuple[FeatureSet, FeatureSet | None]) -> None:
+        fs, self.other = pair
         self.fs = fs
         self.busy.hide()
         self.compute_btn.setEnabled(True)
@@ -328,7 +375,18 @@ class FeaturesPage(Page):
         self._render_attention()
         self._render_pca()
         self._render_neighbours()
+        self._render_comparison()
         self._compute_embedding()
+
+    def _render_comparison(self) -> None:
+        a, b = self.fs, self.other
+        if a is None or b is None:
+            self.cmp_grid.set_panels([], cols=5)
+            return
+        self.cmp_note.setText(
+            f"A = {a.source} ({a.arch}) · B = {b.source} ({b.arch}), the same {len(a.chosen)} images at {a.map_size}px. Where each model looks (attention, or a ResNet's activation energy) and the first three principal components of its patch features as colours."
+        )
+        self.cmp_grid.set_panels(comparison_panels(a, b, CELL - 20), cols=5)
 
     # ---- rendering -----------------------------------------------------------------------
     def _render_attention(self) -> None:

@@ -46,6 +46,10 @@ def default_index_dir(folder: str | Path) -> Path:
     return data_dir() / "indexes" / f"{folder.name or 'root'}-{key}"
 
 
+# open_clip models worth offering first on a laptop (the name downloads its weights once)
+OPEN_CLIP_MODELS = ["open_clip:ViT-B-32/laion2b_s34b_b79k", "open_clip:ViT-B-16/laion2b_s34b_b88k"]
+
+
 def clip_runs(settings: Settings) -> list[str]:
     """Recent runs whose model embeds images and text in one space (photo search)."""
     return [p for p in recent_models(settings, "image_text") if Path(p).is_dir()]
@@ -215,8 +219,10 @@ class SearchPage(Page):
         self.model_combo.clear()
         for p in clip_runs(self.settings):
             self.model_combo.addItem(p)
+        for name in OPEN_CLIP_MODELS:  # open_clip tags: downloaded once when online
+            self.model_combo.addItem(name)
         self.model_combo.lineEdit().setPlaceholderText(
-            "a CLIP run folder (train one with method “clip”) or an open_clip model name"
+            "a CLIP run folder (train one with method “clip”), or open_clip:MODEL/TAG"
         )
         self.model_combo.setCurrentText(current)
 

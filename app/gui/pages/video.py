@@ -38,7 +38,7 @@ from app.gui.errors import show_error
 from app.gui.file_filters import VIDEO_FILTER
 from app.gui.jobs import CliJob
 from app.gui.mask_canvas import MaskCanvas, palette
-from app.gui.paths import Settings, data_dir, recent_models
+from app.gui.paths import Settings, data_dir, published_models, recent_models
 from app.gui.sessions.video import VideoSession, object_ids
 from app.gui.video_model import LoadedVideo, load_video, resolve_source
 from app.gui.widgets import Page, info_label, std_icon
@@ -325,6 +325,8 @@ class VideoPage(Page):
         self.features_combo.addItem("Lab colour (no model)", "lab")
         for p in recent_models(self.settings, "dense"):
             self.features_combo.addItem(f"model: {Path(p).name}", p)
+        for label, name in published_models():  # DINO's features track objects (the paper's use)
+            self.features_combo.addItem(label, name)
         self.features_combo.addItem("Choose a model…", "__choose__")
         i = self.features_combo.findData(current)
         self.features_combo.setCurrentIndex(max(0, i))
