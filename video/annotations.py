@@ -32,7 +32,7 @@ import numpy as np
 
 from engine.checkpoint import atomic_write
 from engine.errors import UserError
-from video.masks import DAVIS_PALETTE, object_ids, read_mask
+from video.masks import object_ids, read_mask
 
 KEYPOINTS_HEADER = "frame,point,object,x,y"
 
@@ -352,10 +352,6 @@ def read_mask_video(path: str | Path) -> Iterator[np.ndarray]:
                 yield f.to_ndarray(format="gray") > 127
     except (av.error.FFmpegError, OSError) as e:
         raise UserError(f"{path}: not a readable mask video ({str(e)[:100]})") from None
-
-
-def palette_for(objects: list[int]) -> np.ndarray:
-    return DAVIS_PALETTE
 
 
 __all__ = [
