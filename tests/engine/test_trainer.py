@@ -278,10 +278,9 @@ class _TinyEMA(Method):
         self.sleep = sleep
         from engine.methods.base import frozen_copy
 
-        self.backbone = torch.nn.Sequential(  # a few ms per step: the loop's overhead is small
-            torch.nn.Linear(32, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024),
-            torch.nn.ReLU(), torch.nn.Linear(1024, 32),
-        )  # fmt: skip
+        self.backbone = torch.nn.Sequential(  # tiny: with a sleep, steps take a steady time
+            torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32)
+        )
         self.target = frozen_copy(self.backbone)
         self.momentum = 0.0
 
@@ -331,7 +330,7 @@ def test_time_budget_plans_the_schedule_and_ends_on_time(tmp_path, one_thread):
 
     budget = 4.0
     cfg = _budget_cfg(budget)
-    method = _TinyEMA(sleep=0.02)
+    method = _TinyEMA(sleep=0.04)
     t0 = time.perf_counter()
     out = Trainer(cfg, method, _Noise(), tmp_path / "run").fit()
     elapsed = time.perf_counter() - t0
