@@ -1,9 +1,11 @@
 """Captions for the generated sample images (assets/sample/images/{train,val}/<class>/*.jpg).
 
 The sample's colours and positions are random and not recorded, so the only thing a caption
-can truthfully say is the class: each image gets its class name in one of a few sentence
-templates (picked by the image's index), which is enough for CLIP to learn shape/texture words
-and for text search to find them. Paths are relative to the caption file, as open_clip's csv
+can truthfully say is the class: each image gets one row per sentence template (five captions
+an image, as Flickr8k/COCO), all naming its class. With one template picked per image, the
+template was a label the picture does not show, and the tiny CLIP learnt it by heart (training
+loss far below the class-level floor, retrieval at chance); with every template on every image
+the only thing to learn is the class word, which is what zero-shot and text search ask. Paths are relative to the caption file, as open_clip's csv
 loader expects: assets/sample/captions/{train,val}.tsv.
 """
 
@@ -39,9 +41,10 @@ def write_sample_captions(sample: str | Path) -> dict[str, Path]:
         w = csv.writer(buf, delimiter="\t", lineterminator="\n")
         w.writerow(["filepath", "title"])
         for cls in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-            for i, img in enumerate(sorted(cls.glob("*.jpg"))):
+            for img in sorted(cls.glob("*.jpg")):
                 rel = Path(os.path.relpath(img, out_dir)).as_posix()
-                w.writerow([rel, CAPTION_TEMPLATES[i % len(CAPTION_TEMPLATES)].format(cls.name)])
+                for template in CAPTION_TEMPLATES:
+                    w.writerow([rel, template.format(cls.name)])
         path = out_dir / f"{split_dir.name}.tsv"
         text = buf.getvalue()
         if not path.is_file() or path.read_text() != text:

@@ -137,3 +137,16 @@ def test_train_with_a_time_budget(capsys, shapes_dir, tmp_path):
     (plan,) = [e for e in events if e["type"] == "plan"]
     assert events[-1]["type"] == "done" and events[-1]["planned_steps"] == plan["planned_steps"]
     assert json.loads((run_dir / "config.json").read_text())["max_steps"] == plan["planned_steps"]
+
+
+def test_demo_verdict_line_says_whether_training_beat_random_init():
+    from app.demo import beat_random_verdict
+
+    v = beat_random_verdict(0.612, 0.455)
+    assert v["beats_random"] and round(v["gain_points"], 1) == 15.7
+    assert v["line"] == (
+        "verdict: kNN top-1 trained 0.612 vs random init 0.455 (+15.7 points): "
+        "the trained model BEATS random init"
+    )
+    v = beat_random_verdict(0.40, 0.41)
+    assert not v["beats_random"] and "does NOT beat random init" in v["line"]
