@@ -298,3 +298,66 @@ def test_attention_figure_and_propagation_take_a_pretrained_source(dino_ref, tmp
     first[8:40, 8:40] = 1
     masks = list(propagate_masks(iter(frames), first, feats))
     assert len(masks) == 3 and masks[0].shape == (64, 64) and F is not None
+
+
+def test_consumers_take_named_sources_end_to_end(dino_ref, tmp_path, capsys):
+    """DAVIS evaluation, the PCA figure and the photo index, each given a published model's
+    name with a local file (tiny inputs: the point is the plumbing, not the numbers)."""
+    from app.cli import main
+    from multimodal.models import TINY_MODEL, create_clip
+
+    root = Path(__file__).resolve().parents[2] / "assets" / "sample"
+    vit = randomize(dino_ref.vit_small(patch_size=16))
+    ibot = {
+        "state_dict": {
+            **{f"backbone.{k}": v for k, v in vit.state_dict().items()},
+            "backbone.masked_embed": torch.zeros(1, 384),
+            "head.last_layer.weight": torch.zeros(2, 2),
+        }
+    }
+    torch.save(ibot, tmp_path / "ibot_teacher.pth")  # iBOT's checkpoint_teacher.pth layout
+    src = f"ibot:vits16:{tmp_path / 'ibot_teacher.pth'}"
+    assert (
+        main(
+            [
+                "eval",
+                "davis",
+                "--root",
+                str(root / "video"),
+                "--checkpoint",
+                src,
+                "--max-frames",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert "overall" in capsys.readouterr().out
+    out = tmp_path / "pca.png"
+    images = sorted(p for p in (root / "images" / "val").rglob("*") if p.is_file())[:2]
+    assert (
+        main(
+            [
+                "visualize",
+                "pca",
+                "--checkpoint",
+                src,
+                "--images",
+                *map(str, images),
+                "--out",
+                str(out),
+                "--size",
+                "64",
+            ]
+        )
+        == 0
+    )
+    assert out.stat().st_size > 1000
+    torch.manual_seed(0)
+    torch.save(create_clip(TINY_MODEL, image_size=32).state_dict(), tmp_path / "clip.pt")
+    import multimodal.methods  # noqa: F401
+
+    idx = tmp_path / "idx"
+    argv = ["index", str(root / "images" / "val"), "--index", str(idx), "--num-workers", "0"]
+    assert main([*argv, "--model", f"open_clip:{TINY_MODEL}:{tmp_path / 'clip.pt'}"]) == 0
+    assert (idx / "index.json").exists()
