@@ -35,15 +35,11 @@ from PySide6.QtWidgets import (
 
 from app.gui import jobs
 from app.gui.errors import show_error
-from app.gui.features_model import (
-    FeatureSet,
-    comparison_panels,
-    compute_pair,
-    default_images_for,
-    embedding_2d,
-)
+from app.gui.features_model import FeatureSet, comparison_panels, default_images_for, embedding_2d
 from app.gui.paths import Settings, published_models
+from app.gui.sessions.features import FeaturesSession
 from app.gui.widgets import Page, PanelGrid, PathPicker, info_label, std_icon, to_qimage
+from engine.errors import UserError
 
 MODEL_FILTER = "Models (*.pt *.pth *.safetensors);;All files (*)"
 CELL = 150
@@ -61,10 +57,7 @@ class FeaturesPage(Page):
             parent,
         )
         self.settings = settings
-        self.fs: FeatureSet | None = None
-        self.other: FeatureSet | None = None  # the second model of the Compare tab
-        self._xy: np.ndarray | None = None
-        self._pending_embedding = ""
+        self.session = FeaturesSession()
 
         box = QGroupBox("Model and images")
         g = QGridLayout(box)
@@ -134,6 +127,8 @@ class FeaturesPage(Page):
         self.outer.addWidget(self.tabs, 1)
 
         self.compute_btn.clicked.connect(self.compute)
+        self.session.computed.connect(self._computed)
+        self.session.embedded.connect(self._embedded)
         self.model_picker.chosen.connect(self._model_chosen)
 
     # ---- tabs ----------------------------------------------------------------------------
@@ -161,6 +156,19 @@ class FeaturesPage(Page):
         for label, name in published_models():
             c.addItem(label, name)
         return c
+
+    # ---- the session's state, as the tests and the main window read it ---------------------
+    @property
+    def fs(self) -> FeatureSet | None:
+        return self.session.fs
+
+    @property
+    def other(self) -> FeatureSet | None:
+        return self.session.other
+
+    @property
+    def _xy(self) -> np.ndarray | None:
+        return self.session.xy
 
     def compare_source(self) -> str:
         """The second model: a listed published model, or whatever path or name was typed."""
@@ -314,25 +322,21 @@ class FeaturesPage(Page):
             self.images_picker.set_path(guess, emit=False)
 
     def compute(self) -> None:
-        source, folder = self.model_picker.path(), self.images_picker.path()
-        if not source:
-            show_error(
-                self,
-                "choose a model first: a run folder, checkpoint (.pt) or export (.safetensors)",
+        try:
+            self.session.request(
+                self.model_picker.path(), self.compare_source(), self.images_picker.path()
             )
-            return
-        if not folder:
-            show_error(self, "choose a folder of images to look at")
+        except UserError as e:
+            show_error(self, e)
             return
         jobs.cancel_pending(self, EMBEDDING)  # the scatter of the previous features
         size, n = self.size_spin.value(), self.n_spin.value()
         self.busy.show()
         self.compute_btn.setEnabled(False)
         self.summary.setText("Loading the model and embedding the images…")
-        other = self.compare_source()
         jobs.run_in_thread(
-            lambda: compute_pair(source, other, folder, size, n),
-            self._computed,
+            lambda: self.session.compute(size, n),
+            self.session.set_features,
             self._failed,
             self,
             key=FEATURES,
@@ -348,18 +352,13 @@ class FeaturesPage(Page):
         self.summary.setText("")
         show_error(self, e, "features")
 
-    def _computed(self, pair: tuple[FeatureSet, FeatureSet | None]) -> None:
-        fs, self.other = pair
-        self.fs = fs
+    def _computed(self, fs: FeatureSet, _other: FeatureSet | None) -> None:
         self.busy.hide()
         self.compute_btn.setEnabled(True)
         if Path(self.model_picker.path()).is_dir():
             self.model_picker.remember()
         self.images_picker.remember()
-        labelled = f"{len(fs.classes)} classes" if fs.classes else "no labels"
-        self.summary.setText(
-            f"{fs.arch} trained at {fs.image_size}px (maps at {fs.map_size}px) · {len(fs.files)} images ({labelled}) · {fs.emb.shape[1]}-d features · {fs.source}"
-        )
+        self.summary.setText(self.session.summary())
         for strip in (self.att_strip, self.nn_strip):
             strip.blockSignals(True)
             strip.clear()
@@ -507,15 +506,14 @@ class FeaturesPage(Page):
         self.nn_grid.set_panels(panels, cols=K_NEIGHBOURS + 1, row_labels=labels)
 
     def _compute_embedding(self) -> None:
-        fs = self.fs
+        method = self.emb_method.currentData()
+        fs = self.session.want_embedding(method)
         if fs is None:
             return
-        method = self.emb_method.currentData()
         self.emb_note.setText("computing t-SNE…" if method == "tsne" else "")
-        self._pending_embedding = method
         jobs.run_in_thread(
             lambda: embedding_2d(fs, method),
-            lambda xy: self._embedded(method, xy),
+            lambda xy: self.session.set_embedding(method, xy),
             self._failed,
             self,
             key=EMBEDDING,
@@ -524,10 +522,7 @@ class FeaturesPage(Page):
     def _embedded(self, method: str, xy: np.ndarray) -> None:
         from engine.visualize.figures import PALETTE
 
-        if method != self.emb_method.currentData() or self.fs is None:
-            return
         fs = self.fs
-        self._xy = xy
         self.scatter.clear()
         self.emb_legend.clear()
         spots = []

@@ -8,9 +8,7 @@ and kept.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import threading
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -35,58 +33,21 @@ from app.gui.errors import show_error
 from app.gui.file_filters import IMAGE_FILTER
 from app.gui.jobs import CliJob
 from app.gui.paths import Settings, data_dir, recent_models
+from app.gui.sessions.search import OPEN_CLIP_MODELS, SearchSession
+from app.gui.sessions.search import default_index_dir as sessions_default_index_dir
 from app.gui.thumbs import ThumbGrid, ThumbItem
 from app.gui.widgets import ImageView, Page, PathPicker, info_label, std_icon
+from engine.errors import UserError
 
 
 def default_index_dir(folder: str | Path) -> Path:
     """One index per photo folder in the user's data folder, unless the user picks another."""
-    folder = Path(folder).expanduser().resolve()
-    key = hashlib.sha1(str(folder).encode()).hexdigest()[:8]
-    return data_dir() / "indexes" / f"{folder.name or 'root'}-{key}"
-
-
-# open_clip models worth offering first on a laptop (the name downloads its weights once)
-OPEN_CLIP_MODELS = ["open_clip:ViT-B-32/laion2b_s34b_b79k", "open_clip:ViT-B-16/laion2b_s34b_b88k"]
+    return sessions_default_index_dir(folder, data_dir())
 
 
 def clip_runs(settings: Settings) -> list[str]:
     """Recent runs whose model embeds images and text in one space (photo search)."""
     return [p for p in recent_models(settings, "image_text") if Path(p).is_dir()]
-
-
-class QueryEngine:
-    """The index's model and a Searcher, cached between queries (used from worker threads)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.key: tuple | None = None
-        self.embedder = None
-        self.searcher = None
-        self.index = None
-
-    def search(self, index_dir: str, text: str | None, image: str | None, k: int):
-        from multimodal.embedder import load_clip
-        from multimodal.index import Index
-        from multimodal.search import Searcher, check_model, query_vector
-
-        with self.lock:
-            idx = Index(index_dir)
-            key = (str(Path(index_dir).resolve()), idx.meta.get("generation"))
-            if key != self.key:
-                model = idx.model
-                if self.embedder is None or self.embedder.spec.get("fingerprint") != model.get(
-                    "fingerprint"
-                ):
-                    self.embedder = load_clip(model["source"], model.get("pretrained", ""), "cpu")
-                check_model(idx, self.embedder)
-                self.searcher, self.index, self.key = (
-                    Searcher(idx, device=self.embedder.device),
-                    idx,
-                    key,
-                )
-            q = query_vector(self.embedder, text=text, image=image)
-            return self.searcher.search(q, k, None)
 
 
 SEARCH = "search"  # run_in_thread key: a newer query drops an older one's hits
@@ -100,8 +61,7 @@ class SearchPage(Page):
             parent,
         )
         self.settings = settings
-        self.engine = QueryEngine()
-        self.hits: list = []
+        self.session = SearchSession()
         self.job = CliJob(self, kill_after_s=5)
         self.job.event.connect(self._on_event)
         self.job.finished.connect(self._on_finished)
@@ -282,38 +242,22 @@ class SearchPage(Page):
 
     def build_index(self) -> None:
         folder = self.folder_picker.path()
-        if not folder:
-            show_error(self, "choose the folder of photos to index")
-            return
-        if not Path(folder).expanduser().is_dir():
-            show_error(self, f"{folder}: no such folder")
-            return
-        index_dir = Path(self.index_picker.path() or default_index_dir(folder)).expanduser()
-        self.index_picker.set_path(str(index_dir), emit=False)
+        index_dir = Path(
+            self.index_picker.path() or (default_index_dir(folder) if folder else "")
+        ).expanduser()
         model, weights = self.model_combo.currentText().strip(), self.weights.text().strip()
-        exists = (index_dir / "index.json").exists()
-        if not model and not exists:
-            show_error(
-                self,
-                "choose a CLIP model: a run folder trained with the “clip” method, or an open_clip model name with weights",
-            )
+        try:
+            args = self.session.index_command(folder, index_dir, model, weights)
+        except UserError as e:
+            show_error(self, e)
             return
-        args = ["index", str(Path(folder).expanduser().resolve()), "--index", str(index_dir)]
-        if not exists:  # an update keeps the index's recorded model (mixing is refused)
-            args += ["--model", model] + (["--pretrained", weights] if weights else [])
-        args += ["--num-workers", "0" if self._single_core() else "2"]
+        self.index_picker.set_path(str(index_dir), emit=False)
         index_dir.mkdir(parents=True, exist_ok=True)
         self.folder_picker.remember()
         self.progress.setRange(0, 0)
         self.index_info.setText("starting…")
         self.job.start(args, events=index_dir.parent / f".{index_dir.name}-events.jsonl")
         self._update_state()
-
-    @staticmethod
-    def _single_core() -> bool:
-        import os
-
-        return (os.cpu_count() or 1) < 2
 
     def is_active(self) -> bool:
         return self.job.is_running()
@@ -348,12 +292,8 @@ class SearchPage(Page):
             self.settings.add_recent("indexes", self.index_picker.path())
             self.index_picker.refresh_recent()
             self.refresh_index_info()
-            s = self.job.result or {}
-            if s:
-                self.index_info.setText(
-                    self.index_info.text()
-                    + f" · this update: {s.get('added', 0)} new, {s.get('changed', 0)} changed, {s.get('removed', 0)} removed, {s.get('unchanged', 0)} unchanged ({s.get('seconds', 0):.1f}s)"
-                )
+            extra = self.session.update_summary(self.job.result or {})
+            self.index_info.setText(self.index_info.text() + extra)
         self._update_state()
 
     # ---- queries -----------------------------------------------------------------------------
@@ -376,7 +316,7 @@ class SearchPage(Page):
 
     def _search(self, text: str | None = None, image: str | None = None) -> None:
         index_dir = self.index_picker.path()
-        if not index_dir or not (Path(index_dir) / "index.json").exists():
+        if not self.session.can_search(index_dir):
             show_error(self, "build an index first (step 1), then search it")
             return
         k = self.k_spin.value()
@@ -386,7 +326,7 @@ class SearchPage(Page):
             self.large.set_image(_load_qimage(image))
             self.large_caption.setText(f"query photo: {image}")
         jobs.run_in_thread(
-            lambda: self.engine.search(index_dir, text, image, k),
+            lambda: self.session.search(index_dir, text, image, k),
             lambda hits: self._results(what, hits),
             self._failed,
             self,
@@ -401,8 +341,12 @@ class SearchPage(Page):
         self.results_label.setText("")
         show_error(self, e, "search")
 
+    @property
+    def hits(self) -> list:
+        return self.session.hits
+
     def _results(self, what: str, hits: list) -> None:
-        self.hits = hits
+        summary = self.session.set_hits(what, hits)
         items = []
         for h in hits:
             name = Path(h.path).name + (f" @{h.frame:.1f}s" if h.frame >= 0 else "")
@@ -416,11 +360,7 @@ class SearchPage(Page):
                 )
             )
         self.grid.thumbs.set_items(items)
-        self.results_label.setText(
-            f"{len(hits)} results for {what}, best first (cosine similarity)"
-            if hits
-            else f"no results for {what}"
-        )
+        self.results_label.setText(summary)
         if items and not what.startswith("photos like"):
             self.preview(items[0])
 
