@@ -3,7 +3,8 @@
 Masks are object-id maps at the frame's own resolution (uint8 [H, W], 0 = background), the
 same representation as video.masks, shown in the DAVIS palette so what you paint is what the
 exported palette PNGs contain. Brush strokes are drawn with OpenCV lines of the brush width;
-Ctrl+Z undoes a stroke.
+Ctrl+Z undoes a stroke (on the frame shown). In keypoint mode a press near a keypoint drags
+it (it keeps its number, so a correction moves the same point), elsewhere adds one.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class MaskCanvas(QWidget):
         self._last: tuple[int, int] | None = None
         self._hover: QPointF | None = None
         self._undo: list[tuple[np.ndarray, list]] = []
+        self._drag: int | None = None  # index of the keypoint being dragged
         self.setMouseTracking(True)
         self.setMinimumSize(320, 240)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -69,6 +71,8 @@ class MaskCanvas(QWidget):
         if not keep_mask:
             self.ids = np.zeros(frame.shape[:2], np.uint8) if ids is None else ids.astype(np.uint8)
             self.points = list(points or [])
+            self._undo.clear()  # undo stays on the frame it was made on
+            self._drag = self._last = None
         self._refresh_overlay()
 
     def set_mask(self, ids: np.ndarray, undoable: bool = True) -> None:
@@ -153,16 +157,28 @@ class MaskCanvas(QWidget):
         self.update()
         self.edited.emit()
 
-    def remove_point_near(self, x: float, y: float) -> None:
+    def point_near(self, x: float, y: float) -> int | None:
+        """Index of the keypoint within reach of (x, y) (image pixels), None if none is."""
         if not self.points:
-            return
+            return None
         d = [(px - x) ** 2 + (py - y) ** 2 for px, py, _ in self.points]
         i = int(np.argmin(d))
-        if d[i] < (3 * self.brush + 6) ** 2:
+        r = self.image_rect()
+        reach = 10 / (r.width() / self.frame.shape[1]) if not r.isEmpty() else 10
+        return i if d[i] < max(reach, 3 * self.brush + 6) ** 2 else None
+
+    def remove_point_near(self, x: float, y: float) -> None:
+        i = self.point_near(x, y)
+        if i is not None:
             self._push_undo()
             self.points.pop(i)
             self.update()
             self.edited.emit()
+
+    def move_point(self, i: int, x: float, y: float) -> None:
+        """Keypoint i to (x, y), keeping its number and object."""
+        self.points[i] = (float(x), float(y), self.points[i][2])
+        self.update()
 
     def mousePressEvent(self, e) -> None:
         if self.mode == "view" or self.frame is None:
@@ -172,7 +188,14 @@ class MaskCanvas(QWidget):
             return
         right = e.button() == Qt.MouseButton.RightButton
         if self.mode == "point":
-            self.remove_point_near(*xy) if right else self.add_point(*xy)
+            near = self.point_near(*xy)
+            if right:
+                self.remove_point_near(*xy)
+            elif near is not None:
+                self._push_undo()
+                self._drag = near
+            else:
+                self.add_point(*xy)
             return
         self._push_undo()
         self._last = None
@@ -181,6 +204,10 @@ class MaskCanvas(QWidget):
 
     def mouseMoveEvent(self, e) -> None:
         self._hover = e.position()
+        if self._drag is not None and e.buttons():
+            xy = self.to_image(e.position())
+            if xy is not None:
+                self.move_point(self._drag, *xy)
         if self.mode in ("brush", "erase") and e.buttons() and self._last is not None:
             xy = self.to_image(e.position())
             if xy is not None:
@@ -188,6 +215,9 @@ class MaskCanvas(QWidget):
         self.update()
 
     def mouseReleaseEvent(self, e) -> None:
+        if self._drag is not None:
+            self._drag = None
+            self.edited.emit()
         if self._last is not None:
             self._last = None
             self.edited.emit()

@@ -265,3 +265,91 @@ class PanelGrid(QWidget):
             self.grid.addWidget(lab, r, 0)
         self.grid.setColumnStretch(cols + off, 1)
         self.grid.setRowStretch((len(panels) + cols - 1) // max(1, cols), 1)
+
+
+class TimelineBar(QWidget):
+    """Per-frame strip under a video slider, painted from a model with `n`, `states` (keyframe |
+    done | pending | none | "" per frame), `keyframes`, `changed` (keyframes edited since the
+    last run), `recomputed` (inclusive ranges the last run wrote) and `flagged` (frames to look
+    at first): states as a coloured band, the last run's frames as a blue line below, keyframes
+    as white ticks (amber while changed), flagged frames as red marks above, the current frame
+    as a cursor. A click or drag seeks."""
+
+    seek = Signal(int)
+    COLOURS = {
+        "done": "#3f8f5f",
+        "keyframe": "#3f8f5f",
+        "pending": "#a07d2c",
+        "none": "#2b313b",
+        "": "#2b313b",
+    }
+    RECOMPUTED, KEYFRAME, CHANGED, FLAGGED = "#4a90e2", "#ffffff", "#f5a524", "#e5484d"
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.model = None
+        self.current = 0
+        self.setFixedHeight(22)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setToolTip(
+            "green: propagated · amber: still to propagate · white tick: keyframe (amber: changed, "
+            "propagate again) · blue line: recomputed by the last run · red mark: the mask area jumps"
+        )
+
+    def set_model(self, model) -> None:
+        self.model = model
+        self.update()
+
+    def set_current(self, t: int) -> None:
+        self.current = t
+        self.update()
+
+    def frame_at(self, x: float) -> int:
+        n = self.model.n if self.model is not None else 0
+        return int(min(max(0, x / max(1, self.width()) * n), max(0, n - 1)))
+
+    def mousePressEvent(self, e) -> None:
+        if self.model is not None and self.model.n:
+            self.seek.emit(self.frame_at(e.position().x()))
+
+    def mouseMoveEvent(self, e) -> None:
+        if e.buttons():
+            self.mousePressEvent(e)
+
+    def paintEvent(self, _e) -> None:
+        p = QPainter(self)
+        w, h = self.width(), self.height()
+        p.fillRect(self.rect(), QColor("#161a21"))
+        m = self.model
+        if m is None or not m.n:
+            p.end()
+            return
+        fw = w / m.n
+        band = QRectF(0, 5, 0, h - 11)
+
+        def x0(t: int) -> float:
+            return t * fw
+
+        runs: list[tuple[int, int, str]] = []  # runs of one state, painted as one rectangle
+        for t, s in enumerate(m.states or [""] * m.n):
+            if runs and runs[-1][2] == s and runs[-1][1] == t - 1:
+                runs[-1] = (runs[-1][0], t, s)
+            else:
+                runs.append((t, t, s))
+        for a, b, s in runs:
+            p.fillRect(
+                QRectF(x0(a), band.y(), (b - a + 1) * fw, band.height()),
+                QColor(self.COLOURS.get(s, "#2b313b")),
+            )
+        for a, b in m.recomputed:
+            p.fillRect(QRectF(x0(a), h - 4, (b - a + 1) * fw, 3), QColor(self.RECOMPUTED))
+        changed = set(m.changed)
+        for t in m.keyframes:
+            c = QColor(self.CHANGED if t in changed else self.KEYFRAME)
+            p.fillRect(QRectF(x0(t) + fw / 2 - 1.5, 2, 3, h - 6), c)
+        for t in m.flagged:
+            p.fillRect(QRectF(x0(t) + fw / 2 - 2, 0, 4, 4), QColor(self.FLAGGED))
+        cx = x0(self.current) + fw / 2
+        p.setPen(QPen(QColor("#e6e9ef"), 1))
+        p.drawLine(int(cx), 0, int(cx), h)
+        p.end()
