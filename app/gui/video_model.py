@@ -4,7 +4,7 @@ ground-truth lookup, and reading propagation results back."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +77,7 @@ class LoadedVideo:
     fps: float
     size: tuple[int, int]  # (H, W) of the video
     bad_frames: list[int]
+    names: list[str] = field(default_factory=list)  # frame names as `selfsup propagate` writes them
 
     @property
     def num_frames(self) -> int:
@@ -88,6 +89,7 @@ def load_video(src: VideoSource, budget: int = TIMELINE_BYTES) -> LoadedVideo:
     import cv2
 
     from video.io import open_video
+    from video.pipeline import frame_names
 
     with open_video(
         src.frames, backend="folder" if src.frames.is_dir() else "pyav", on_error="warn"
@@ -104,7 +106,8 @@ def load_video(src: VideoSource, budget: int = TIMELINE_BYTES) -> LoadedVideo:
                 frame if scale == 1.0 else cv2.resize(frame, (tw, th), interpolation=cv2.INTER_AREA)
             )
         bad = list(r.bad_frames)
-    return LoadedVideo(src, first, out, fps, (h, w), bad)
+        names = frame_names(r)
+    return LoadedVideo(src, first, out, fps, (h, w), bad, names)
 
 
 def gt_first_mask(src: VideoSource) -> Path | None:

@@ -1,15 +1,18 @@
-"""Video page: annotate the first frame, propagate through the video, scrub and export.
+"""Video page: annotate any frame, propagate through the video, correct, scrub and export.
 
-Paint objects (each its DAVIS colour) or load a palette PNG; place keypoints; pick the
-features (Lab colour, or any trained model); propagation runs `selfsup propagate` in a child
-process, followed through its --events stream (progress, cancel); the timeline then shows every
-frame with its mask.
+Paint objects (each its DAVIS colour) or load a palette PNG; place and drag keypoints; every
+frame you mark becomes a keyframe (a correction of a propagated frame starts from its propagated
+mask). Pick the features (Lab colour, or any model) and the mode (forward, blend, backward);
+propagation runs `selfsup propagate --keyframes` in a child process in the video's own output
+folder, followed through its --events stream (progress, cancel), so a correction recomputes only
+the frames it governs and a cancelled run continues. The timeline bar under the slider shows
+done / pending frames, keyframes, the frames the last run recomputed and where the mask area
+jumps. Exports (DAVIS PNGs, COCO, FFV1 mask videos, keypoints CSV, overlay video) are the
+command's --export, copied into a folder.
 """
 
 from __future__ import annotations
 
-import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -39,20 +43,25 @@ from app.gui.file_filters import VIDEO_FILTER
 from app.gui.jobs import CliJob
 from app.gui.mask_canvas import MaskCanvas, palette
 from app.gui.paths import Settings, data_dir, published_models, recent_models
-from app.gui.sessions.video import VideoSession, object_ids
+from app.gui.sessions.video import EXPORT_FORMATS, MODES, VideoSession, object_ids
 from app.gui.video_model import LoadedVideo, load_video, resolve_source
-from app.gui.widgets import Page, info_label, std_icon
+from app.gui.widgets import Page, TimelineBar, info_label, std_icon
 
 MASK_FILTER = "Masks (*.png);;All files (*)"
 MODEL_FILTER = "Models (*.pt *.pth *.safetensors);;All files (*)"
 PROP_SKIP = ("norm_mask", "batch_frames", "tile")
 LOAD = "load"  # run_in_thread key: opening another video drops the previous load
 PROP_TIPS = {
-    "n_last": "context: the first frame plus this many previous frames",
+    "n_last": "context: the keyframe plus this many previous frames",
     "topk": "affinities kept per position",
     "radius": "search window half-size in feature cells (0 = whole frame)",
     "temperature": "softmax temperature of the affinities",
     "short_side": "resize frames so the shorter side is this before features (0 = keep)",
+}
+MODE_TIPS = {
+    "forward": "from each keyframe forward to the next one",
+    "blend": "between two keyframes, forward and backward passes mixed by distance",
+    "backward": "from each keyframe backward to the previous one",
 }
 
 
@@ -68,16 +77,18 @@ class VideoPage(Page):
     def __init__(self, settings: Settings, parent: QWidget | None = None):
         super().__init__(
             "Video",
-            "Mark objects on the first frame (paint a mask or place keypoints), then let a model carry them through the whole video.",
+            "Mark objects on any frame (paint a mask or place keypoints), let a model carry them through the video, then correct any frame and propagate again.",
             parent,
         )
         self.settings = settings
-        self.session = VideoSession()
+        self.session = VideoSession(data_dir() / "propagation")
         self.session.video_changed.connect(self._render_video)
+        self.session.keyframes_changed.connect(self._render_keyframes)
         self.session.result_changed.connect(self._render_result)
         self.job = CliJob(self, kill_after_s=5)
         self.job.event.connect(self._on_event)
         self.job.finished.connect(self._on_finished)
+        self.last_export: dict[str, list[Path]] = {}  # {format: files} of the last export
 
         self.outer.addLayout(self._open_bar())
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -148,6 +159,21 @@ class VideoPage(Page):
         tl.addWidget(self.timeline, 1)
         tl.addWidget(self.frame_label)
         ll.addLayout(tl)
+        bl = QHBoxLayout()
+        self.prev_key_btn = QPushButton("◀ keyframe")
+        self.prev_key_btn.setToolTip("the previous keyframe")
+        self.timeline_bar = TimelineBar()
+        self.next_key_btn = QPushButton("keyframe ▶")
+        self.next_key_btn.setToolTip("the next keyframe")
+        self.suspicious_btn = QPushButton("Next suspicious frame")
+        self.suspicious_btn.setToolTip(
+            "jump to the next frame where an object's mask area changes abruptly (look there first)"
+        )
+        bl.addWidget(self.prev_key_btn)
+        bl.addWidget(self.timeline_bar, 1)
+        bl.addWidget(self.next_key_btn)
+        bl.addWidget(self.suspicious_btn)
+        ll.addLayout(bl)
         return left
 
     def _controls(self) -> QWidget:
@@ -190,7 +216,7 @@ class VideoPage(Page):
         return tools
 
     def _annotation_box(self) -> QGroupBox:
-        ann = QGroupBox("1 · Mark the first frame")
+        ann = QGroupBox("1 · Mark objects (any frame becomes a keyframe)")
         al = QVBoxLayout(ann)
         al.addLayout(self._tool_row())
         form = QFormLayout()
@@ -208,12 +234,25 @@ class VideoPage(Page):
         al.addLayout(form)
         row = QHBoxLayout()
         self.load_mask_btn = QPushButton("Load mask PNG…")
+        self.load_mask_btn.setToolTip("a palette PNG as this frame's mask")
         self.gt_btn = QPushButton("Use ground truth")
-        self.gt_btn.setToolTip("the first annotation of the DAVIS folder")
+        self.gt_btn.setToolTip("this frame's annotation from the DAVIS folder")
         self.clear_btn = QPushButton("Clear")
+        self.clear_btn.setToolTip(
+            "erase every mark on this frame (it stays a keyframe: nothing here)"
+        )
         for b in (self.load_mask_btn, self.gt_btn, self.clear_btn):
             row.addWidget(b)
         al.addLayout(row)
+        krow = QHBoxLayout()
+        self.remove_key_btn = QPushButton("Remove keyframe")
+        self.remove_key_btn.setToolTip("this frame is propagated again instead of annotated")
+        self.clear_keys_btn = QPushButton("Remove all")
+        self.clear_keys_btn.setToolTip("remove every keyframe")
+        krow.addWidget(self.remove_key_btn)
+        krow.addWidget(self.clear_keys_btn)
+        krow.addStretch(1)
+        al.addLayout(krow)
         self.ann_label = info_label("", muted=True)
         al.addWidget(self.ann_label)
         return ann
@@ -227,6 +266,14 @@ class VideoPage(Page):
             "what the frames are compared with: raw Lab colour needs no model; a trained model usually tracks better"
         )
         pf.addRow("features", self.features_combo)
+        self.mode_combo = QComboBox()
+        for m in MODES:
+            self.mode_combo.addItem(m, m)
+            self.mode_combo.setItemData(
+                self.mode_combo.count() - 1, MODE_TIPS[m], Qt.ItemDataRole.ToolTipRole
+            )
+        self.mode_combo.setToolTip("; ".join(f"{m}: {t}" for m, t in MODE_TIPS.items()))
+        pf.addRow("mode", self.mode_combo)
         pl.addLayout(pf)
         from video.propagation import PropagationConfig
 
@@ -272,11 +319,25 @@ class VideoPage(Page):
         self.opacity.setValue(130)
         of.addRow("mask opacity", self.opacity)
         rl.addLayout(of)
+        grid = QFormLayout()
+        self.export_checks: dict[str, QCheckBox] = {}
+        row: QHBoxLayout | None = None
+        for i, (fmt, label) in enumerate(EXPORT_FORMATS.items()):
+            if i % 2 == 0:
+                row = QHBoxLayout()
+                grid.addRow(row)
+            cb = QCheckBox(label)
+            cb.setChecked(fmt in ("png", "coco"))
+            self.export_checks[fmt] = cb
+            row.addWidget(cb)
+        rl.addLayout(grid)
         er = QHBoxLayout()
-        self.export_masks_btn = QPushButton("Export masks…")
-        self.export_video_btn = QPushButton("Export overlay video…")
-        er.addWidget(self.export_masks_btn)
-        er.addWidget(self.export_video_btn)
+        self.export_btn = QPushButton("Export to folder…")
+        self.export_btn.setToolTip(
+            "runs the propagation's exports for the current keyframes and copies the files"
+        )
+        er.addWidget(self.export_btn)
+        er.addStretch(1)
         rl.addLayout(er)
         return res
 
@@ -300,11 +361,19 @@ class VideoPage(Page):
         self.load_mask_btn.clicked.connect(self._browse_mask)
         self.gt_btn.clicked.connect(self.use_ground_truth)
         self.clear_btn.clicked.connect(self.canvas.clear)
+        self.remove_key_btn.clicked.connect(lambda: self.remove_keyframe())
+        self.clear_keys_btn.clicked.connect(self.clear_keyframes)
+        self.timeline_bar.seek.connect(self.timeline.setValue)
+        self.suspicious_btn.clicked.connect(self.next_suspicious)
+        self.prev_key_btn.clicked.connect(lambda: self._step_keyframe(-1))
+        self.next_key_btn.clicked.connect(lambda: self._step_keyframe(1))
+        self.mode_combo.currentIndexChanged.connect(
+            lambda _i: setattr(self.session, "mode", self.mode_combo.currentData())
+        )
         self.advanced_btn.toggled.connect(self._toggle_advanced)
         self.propagate_btn.clicked.connect(self.propagate)
         self.cancel_btn.clicked.connect(self.cancel)
-        self.export_masks_btn.clicked.connect(self._export_masks)
-        self.export_video_btn.clicked.connect(self._export_video)
+        self.export_btn.clicked.connect(self._export)
         self.opacity.valueChanged.connect(self._opacity_changed)
         self.features_combo.activated.connect(self._features_activated)
 
@@ -408,23 +477,32 @@ class VideoPage(Page):
         self.seq_combo.setVisible(len(src.sequences) > 1)
         self.seq_combo.blockSignals(False)
         self.info.setText(self.session.describe())
-        self.canvas.set_frame(video.first)
-        self._set_objects([1])
+        self.mode_combo.setCurrentIndex(max(0, self.mode_combo.findData(self.session.mode)))
+        objs = set()
+        for kf in self.session.keyframes.values():
+            objs |= object_ids(kf.ids) | {p[2] for p in kf.points.values()}
+        self._set_objects(sorted(objs) or [1])
         self.timeline.blockSignals(True)
         self.timeline.setRange(0, max(0, video.num_frames - 1))
         self.timeline.setValue(0)
         self.timeline.blockSignals(False)
+        self.timeline_bar.set_model(self.session.timeline_model())
         self.show_frame(0)
-        self.jf_label.setText("Propagate to see the masks on every frame.")
+        if self.session.has_result:  # an earlier session's work on this video
+            self._render_result()
+        else:
+            self.jf_label.setText("Propagate to see the masks on every frame.")
+            self.prop_label.setText("")
         self.progress.setValue(0)
-        self.prop_label.setText("")
         self._update_state()
 
     # ---- annotation ------------------------------------------------------------------------
+    @property
+    def frame_index(self) -> int:
+        return self.timeline.value()
+
     def set_tool(self, mode: str) -> None:
         self.tool_buttons[mode].setChecked(True)
-        if self.timeline.value() != 0:
-            self.timeline.setValue(0)  # annotation happens on the first frame
         self.canvas.mode = mode
 
     def _set_objects(self, ids: list[int]) -> None:
@@ -447,7 +525,7 @@ class VideoPage(Page):
     def _browse_mask(self) -> None:
         p, _ = QFileDialog.getOpenFileName(
             self,
-            "First-frame mask",
+            f"Mask of frame {self.frame_index + 1}",
             str(self.video.source.frames.parent if self.video else Path.home()),
             MASK_FILTER,
         )
@@ -455,6 +533,7 @@ class VideoPage(Page):
             self.load_mask(p)
 
     def load_mask(self, path: str | Path) -> None:
+        """A palette PNG (at the video's size) as the current frame's mask."""
         from video.masks import read_mask
 
         if self.video is None:
@@ -465,28 +544,62 @@ class VideoPage(Page):
         except Exception as e:  # noqa: BLE001
             show_error(self, e, "mask")
             return
-        self.timeline.setValue(0)
-        self.canvas.set_mask(ids)
-        self._set_objects(sorted(object_ids(ids)))
+        t = self.frame_index
+        self.session.set_keyframe_mask(t, ids)
+        self.show_frame(t)
+        self._set_objects(sorted(object_ids(ids) | set(self._object_list())))
+
+    def _object_list(self) -> list[int]:
+        return [self.object_combo.itemData(i) for i in range(self.object_combo.count())]
 
     def use_ground_truth(self) -> None:
-        p = self.session.ground_truth_mask()
+        p = self.session.ground_truth_mask(self.frame_index)
         if p is None:
             show_error(
-                self, "this video has no ground-truth annotations (DAVIS Annotations folder)"
+                self,
+                "this frame has no ground-truth annotation (DAVIS Annotations folder)"
+                if self.session.has_ground_truth
+                else "this video has no ground-truth annotations (DAVIS Annotations folder)",
             )
             return
         self.load_mask(p)
 
     def _annotation_changed(self) -> None:
-        if self.timeline.value() == 0 and self.canvas.mode != "view":
-            self.session.set_annotation(self.canvas.ids, self.canvas.points)
+        if self.video is None or self.canvas.frame is None or self.canvas.mode == "view":
+            return
+        self.session.edit(self.frame_index, self.canvas.ids, list(self.canvas.points))
         self._update_state()
 
     def annotation(self) -> tuple[np.ndarray | None, list]:
-        if self.timeline.value() == 0 and self.canvas.ids is not None:
-            return self.canvas.ids, list(self.canvas.points)
-        return self.session.first_ids, list(self.session.first_points)
+        """The marks on the frame shown (what the canvas holds)."""
+        return self.canvas.ids, list(self.canvas.points)
+
+    def remove_keyframe(self, t: int | None = None) -> None:
+        t = self.frame_index if t is None else t
+        if self.session.remove_keyframe(t) and t == self.frame_index:
+            self.show_frame(t)
+
+    def clear_keyframes(self) -> None:
+        self.session.clear_keyframes()
+        self.show_frame(self.frame_index)
+
+    def _render_keyframes(self) -> None:
+        """The timeline and the labels; the canvas already shows the edit that caused it."""
+        self.timeline_bar.set_model(self.session.timeline_model())
+        self._update_state()
+
+    def _step_keyframe(self, direction: int) -> None:
+        t, ks = self.frame_index, sorted(self.session.keyframes)
+        nxt = [k for k in ks if k > t] if direction > 0 else [k for k in ks if k < t][::-1]
+        if nxt:
+            self.timeline.setValue(nxt[0])
+
+    def next_suspicious(self) -> int | None:
+        """Jump to the next frame whose mask area jumps (the timeline's look_first)."""
+        t = self.session.next_flagged(self.frame_index)
+        if t is not None:
+            self.timeline.setValue(t)
+        return t
 
     # ---- timeline --------------------------------------------------------------------------
     def show_frame(self, t: int) -> None:
@@ -494,16 +607,12 @@ class VideoPage(Page):
         if v is None:
             return
         self.frame_label.setText(self.session.frame_text(t))
-        if t == 0:
-            self.canvas.set_frame(v.first, self.session.first_ids, self.session.first_points)
-            self.canvas.mode = next(m for m, b in self.tool_buttons.items() if b.isChecked())
-            return
-        frame = v.timeline[t]
-        hw = frame.shape[:2]
-        self.canvas.mode = "view"
-        self.canvas.set_frame(
-            frame, self.session.result_mask(t, hw), self.session.keypoints_at(t, hw)
-        )
+        frame = self.session.frame(t)
+        ids, pts = self.session.marks_at(t, frame.shape[:2])
+        self.canvas.set_frame(frame, ids, pts)
+        self.canvas.mode = next(m for m, b in self.tool_buttons.items() if b.isChecked())
+        self.timeline_bar.set_current(t)
+        self._update_state()
 
     def _play(self, on: bool) -> None:
         self.play_btn.setIcon(std_icon(self, "SP_MediaPause" if on else "SP_MediaPlay"))
@@ -522,35 +631,37 @@ class VideoPage(Page):
         self.canvas._refresh_overlay()
 
     # ---- propagation (`selfsup propagate` child process) ----------------------------------------
-    def propagate(self) -> None:
+    def _command(self, exports: list[str]) -> list[str] | None:
+        """The propagate command line of the current keyframes (None after showing why not)."""
         v = self.video
         if v is None:
             show_error(self, "open a video first")
-            return
+            return None
         if self.job.is_running():
-            return
-        ids, points = self.annotation()
-        if not self.session.has_marks(ids, points):
-            show_error(
-                self,
-                "mark at least one object on the first frame: paint a mask, load a PNG, or place a keypoint",
-            )
-            return
+            return None
+        problem = self.session.problem()
+        if problem:
+            show_error(self, problem)
+            return None
         try:
             self.prop_form.values()  # a bad value is shown here, not by the child
         except Exception as e:  # noqa: BLE001
             show_error(self, e)
-            return
-        out = data_dir() / "propagation" / f"{v.source.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        args = self.session.propagate_args(
-            ids,
-            points,
+            return None
+        return self.session.propagate_args(
             self.features_combo.currentData() or "lab",
             self.prop_form.changed_values(),
-            out,
+            exports=exports,
         )
-        self._start_job("propagate", args, out / "events.jsonl")
+
+    def propagate(self) -> None:
+        """Run the keyframes through the video (only what changed since the last run)."""
+        args = self._command(["png"])
+        if args is None:
+            return
+        self._start_job("propagate", args, self.session.pending_out / "events.jsonl")
         self.prop_label.setText("starting…")
+        self.timeline_bar.set_model(self.session.timeline_model())
 
     def _start_job(self, kind: str, args: list[str], events: Path) -> None:
         self.session.job_kind = kind
@@ -562,9 +673,10 @@ class VideoPage(Page):
         return self.job.is_running()
 
     def cancel(self) -> None:
+        """Stop after the current frame (what is done stays; Propagate continues from there)."""
         if self.job.is_running():
             self.prop_label.setText("cancelling…")
-            self.job.kill()
+            self.job.stop()
 
     def _on_event(self, e: dict) -> None:
         if e.get("type") != "progress":
@@ -577,21 +689,35 @@ class VideoPage(Page):
 
     def _on_finished(self, code: int, message: str) -> None:
         kind, cancelled = self.session.job_kind, self.job.stopping
+        self.session.job_kind = ""
         self.progress.setRange(0, 1)
-        self.progress.setValue(1 if code == 0 else 0)
+        self.progress.setValue(1 if code == 0 and not cancelled else 0)
         self._update_state()
+        out = self.session.pending_out
         if cancelled or code != 0:
-            self.prop_label.setText(self.session.finished_text(cancelled))
+            if cancelled and code == 0 and out is not None and (out / "result.json").exists():
+                self.session.load_result(out)  # the frames done before the stop
+            self.prop_label.setText(
+                self.session.finished_text(cancelled)
+                + (": Propagate continues where it stopped" if cancelled else "")
+            )
             if not cancelled:
                 show_error(self, message, kind)
             return
-        if kind == "propagate":
-            self.show_result(self.session.pending_out)
-        else:
-            self.prop_label.setText(f"wrote {(self.job.result or {}).get('out', '')}")
+        self.show_result(out)
+        if kind == "export" and self.session.export_to is not None:
+            folder, formats = self.session.export_to
+            self.session.export_to = None
+            try:
+                written = self.session.copy_exports(folder, formats)
+            except OSError as e:
+                show_error(self, e, "export")
+                return
+            self.last_export = written
+            self.prop_label.setText(self.session.exports_text(written, folder))
 
     def show_result(self, out: str | Path) -> None:
-        """Load a finished propagation (masks, keypoints, J&F) onto the timeline."""
+        """Load a finished propagation (masks, keypoints, timeline, J&F) onto the timeline."""
         self.session.load_result(out)  # -> _render_result
 
     def _render_result(self) -> None:
@@ -599,60 +725,63 @@ class VideoPage(Page):
         self.prop_label.setText(line)
         self.prop_label.setToolTip(str(self.session.result_dir))
         self.jf_label.setText(text)
+        self.timeline_bar.set_model(self.session.timeline_model())
+        if self.video is not None:
+            self.show_frame(self.frame_index)
         self._update_state()
-        if self.video is not None and self.video.num_frames > 1:
-            self.timeline.setValue(self.video.num_frames // 2)
 
     # ---- export ----------------------------------------------------------------------------
-    def _export_masks(self) -> None:
-        if not self.session.has_result:
+    def export_formats(self) -> list[str]:
+        return [f for f, cb in self.export_checks.items() if cb.isChecked()]
+
+    def _export(self) -> None:
+        if self.video is None:
             return
-        folder = QFileDialog.getExistingDirectory(self, "Export masks to folder", str(Path.home()))
+        folder = QFileDialog.getExistingDirectory(
+            self, "Export the results to folder", str(Path.home())
+        )
         if folder:
-            self.export_masks(folder)
+            self.export(folder)
+
+    def export(self, folder: str | Path, formats: list[str] | None = None) -> None:
+        """Each format (DAVIS PNGs, COCO JSON, FFV1 mask videos, keypoints CSV, overlay video)
+        of the current keyframes: the propagate command's --export (nothing recomputed when
+        the keyframes are as propagated), then copied into folder."""
+        formats = list(formats if formats is not None else self.export_formats())
+        if not formats:
+            show_error(self, "tick at least one format to export")
+            return
+        args = self._command(formats)
+        if args is None:
+            return
+        self.session.export_to = (Path(folder), formats)
+        self._start_job("export", args, self.session.pending_out / "events.jsonl")
+        self.prop_label.setText("exporting…")
 
     def export_masks(self, folder: str | Path) -> Path:
-        """DAVIS layout: <folder>/<sequence>/00000.png ... (palette PNGs), the keypoints CSV beside."""
+        """The loaded result's masks in DAVIS layout: <folder>/<sequence>/00000.png ..."""
         dest = self.session.export_masks(folder)
         self.prop_label.setText(f"exported to {dest}")
         return dest
-
-    def _export_video(self) -> None:
-        if not self.session.has_result or self.video is None:
-            return
-        p, _ = QFileDialog.getSaveFileName(
-            self,
-            "Overlay video",
-            str(Path.home() / f"{self.video.source.name}-overlay.mp4"),
-            "MP4 video (*.mp4)",
-        )
-        if p:
-            self.export_video(p)
-
-    def export_video(self, path: str | Path) -> None:
-        """The overlay video: the propagation's own one when there are no keypoints to draw."""
-        args = self.session.overlay_plan(path, self.opacity.value() / 255)
-        if args is None:
-            shutil.copy2(self.result["overlay"], path)
-            self.prop_label.setText(f"wrote {path}")
-            return
-        self._start_job("overlay", args, self.session.result_dir / "overlay-events.jsonl")
 
     # ---- state -----------------------------------------------------------------------------
     def _update_state(self) -> None:
         running = self.job.is_running()
         has_video = self.video is not None
-        ids, pts = self.annotation() if has_video else (None, [])
-        self.ann_label.setText(self.session.annotation_text(ids, pts) if has_video else "")
-        for w in (self.propagate_btn, self.load_mask_btn, self.clear_btn):
+        t = self.frame_index
+        self.ann_label.setText(self.session.keyframes_text(t) if has_video else "")
+        for w in (self.propagate_btn, self.load_mask_btn, self.clear_btn, self.export_btn):
             w.setEnabled(has_video and not running)
-        for w in (self.open_btn, self.open_davis_btn):
+        for w in (self.open_btn, self.open_davis_btn, self.mode_combo):
             w.setEnabled(not running)
+        self.remove_key_btn.setEnabled(not running and self.session.is_keyframe(t))
+        self.clear_keys_btn.setEnabled(not running and bool(self.session.keyframes))
+        ks = sorted(self.session.keyframes)
+        self.prev_key_btn.setEnabled(any(k < t for k in ks))
+        self.next_key_btn.setEnabled(any(k > t for k in ks))
+        self.suspicious_btn.setEnabled(bool(self.session.timeline.get("look_first")))
         self.gt_btn.setEnabled(not running and self.session.has_ground_truth)
         self.cancel_btn.setEnabled(running)
-        done = self.session.has_result and not running
-        self.export_masks_btn.setEnabled(done and self.session.can_export_masks)
-        self.export_video_btn.setEnabled(done)
 
     def shutdown(self) -> None:
         jobs.cancel_pending(self, LOAD)
