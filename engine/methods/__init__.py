@@ -15,6 +15,7 @@ declare_methods(
             "dino": "dino",
             "ibot": "ibot",
             "inpainting": "inpainting",
+            "instdisc": "instdisc",
             "jigsaw": "jigsaw",
             "mae": "mae",
             "maskfeat": "maskfeat",
