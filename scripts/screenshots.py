@@ -5,8 +5,10 @@
 It drives the real window the way a user would: opens the sample images on the Data page,
 trains a tiny CLIP and an image model from the Train page (child processes, as in the app),
 inspects the image model on the Features page, propagates the sample video's first-frame mask
-on the Video page and searches the sample with the CLIP model on the Search page. Finished runs
-in --work are reused, so a second call only re-renders. PNGs are colour-quantised to stay small.
+on the Video page, corrects a later frame (a keyframe) and propagates again, and searches the
+sample with the CLIP model on the Search page. Only the models the chosen --pages need are
+trained; finished runs in --work are reused, so a second call only re-renders. PNGs are
+colour-quantised to stay small.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -135,8 +139,8 @@ def main() -> int:
 
         ensure_sample_captions()
     clip_run = (
-        Path(args.clip_model)
-        if args.clip_model
+        Path(args.clip_model or "")
+        if args.clip_model or "search" not in pages
         else train_run(
             "clip-sample",
             "clip",
@@ -153,8 +157,8 @@ def main() -> int:
         )
     )
     image_run = (
-        Path(args.image_model)
-        if args.image_model
+        Path(args.image_model or "")
+        if args.image_model or not {"train", "features"} & set(pages)
         else train_run(
             "simclr-sample",
             "simclr",
@@ -218,6 +222,9 @@ def main() -> int:
     if "video" in pages:
         win.show_page("video")
         video = win.video_page
+        import shutil
+
+        shutil.rmtree(work / "studio-home" / "data" / "propagation", ignore_errors=True)
         video.open(REPO / "assets" / "sample" / "video")
         spin(120, lambda: video.video is not None and not video.loading, "the video")
         video.use_ground_truth()
@@ -231,6 +238,24 @@ def main() -> int:
         spin(900, lambda: not video.is_active(), "propagation")
         video.timeline.setValue(int(video.video.num_frames * 0.7))
         shot("video")
+        # a correction: frame 20 gets object 2 widened by a stroke, then only 20.. is recomputed
+        n = video.video.num_frames
+        video.timeline.setValue(20)
+        canvas = video.canvas
+        canvas.current, canvas.brush = 2, max(2, w // 40)
+        ys, xs = np.nonzero(canvas.ids == 2)
+        if len(xs):
+            canvas._push_undo()
+            canvas._last = None
+            y = int(ys.mean())
+            canvas.paint_at(int(xs.max()), y)
+            canvas.paint_at(min(w - 1, int(xs.max()) + w // 12), y)
+            canvas._last = None
+            canvas.edited.emit()
+        video.propagate()
+        spin(900, lambda: not video.is_active(), "the correction")
+        video.timeline.setValue(min(n - 1, 24))
+        shot("video-keyframes")
 
     if "search" in pages:
         win.show_page("search")

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -146,7 +147,9 @@ class VideoPage(Page):
         ll.setContentsMargins(0, 0, 0, 0)
         self.canvas = MaskCanvas()
         ll.addWidget(self.canvas, 1)
-        tl = QHBoxLayout()
+        tl = QGridLayout()
+        tl.setHorizontalSpacing(8)
+        tl.setVerticalSpacing(2)
         self.play_btn = QPushButton()
         self.play_btn.setIcon(std_icon(self, "SP_MediaPlay"))
         self.play_btn.setCheckable(True)
@@ -155,24 +158,30 @@ class VideoPage(Page):
         self.timeline.setRange(0, 0)
         self.frame_label = QLabel("frame – / –")
         self.frame_label.setMinimumWidth(150)
-        tl.addWidget(self.play_btn)
-        tl.addWidget(self.timeline, 1)
-        tl.addWidget(self.frame_label)
+        self.timeline_bar = TimelineBar()  # under the slider, frame for frame
+        tl.addWidget(self.play_btn, 0, 0)
+        tl.addWidget(self.timeline, 0, 1)
+        tl.addWidget(self.frame_label, 0, 2)
+        tl.addWidget(self.timeline_bar, 1, 1)
+        tl.setColumnStretch(1, 1)
         ll.addLayout(tl)
         bl = QHBoxLayout()
         self.prev_key_btn = QPushButton("◀ keyframe")
         self.prev_key_btn.setToolTip("the previous keyframe")
-        self.timeline_bar = TimelineBar()
         self.next_key_btn = QPushButton("keyframe ▶")
         self.next_key_btn.setToolTip("the next keyframe")
         self.suspicious_btn = QPushButton("Next suspicious frame")
         self.suspicious_btn.setToolTip(
             "jump to the next frame where an object's mask area changes abruptly (look there first)"
         )
+        self.legend = info_label(
+            "green: propagated · amber: to do · white: keyframe · blue: last run · red: area jumps",
+            muted=True,
+        )
         bl.addWidget(self.prev_key_btn)
-        bl.addWidget(self.timeline_bar, 1)
         bl.addWidget(self.next_key_btn)
         bl.addWidget(self.suspicious_btn)
+        bl.addWidget(self.legend, 1)
         ll.addLayout(bl)
         return left
 
