@@ -1,25 +1,34 @@
-"""kNN accuracy on cifar10-subset/val of every image method in the registry after the same fixed
-compute budget, against random-initialised backbones and raw pixels.
+"""kNN top-1 on cifar10-subset/val of one image method after a wall-time budget on this machine
+(default 15 minutes, `selfsup train --time-budget`), next to random init of the same backbone,
+raw pixels and lightly's SimCLR trained with the same budget.
 
-Each method trains on cifar10-subset/train (5,000 images, labels unused except by supcon) with its
-own registered defaults (backbone, optimiser, lr, weight decay, method hyper-parameters); only
-the budget, image size, batch size, seed and the warm-up rule (10% of the steps) are common.
-The budget is process CPU time, not wall-clock, so methods measured while other jobs share the
-machine get the same compute. The step count comes from timing three steps first, so every
-method runs a complete cosine schedule within about its budget; a method whose per-epoch work
-(DeepCluster's k-means, colorization's prior) makes it overrun is stopped at 1.5x the budget. kNN: cosine, temperature-weighted votes
-(T = 0.07), k = 20 and 200, on the evaluated backbone (DINO/iBOT: the teacher).
+One method per call, so a quiet machine can run them one by one; each call appends a row to
+bench/results/knn_all_methods.json, and `--table` prints the markdown table for
+docs/benchmarks.md (the latest row of each method):
 
-    python bench/bench_knn_all_methods.py --budget-cpu-s 240 [--methods simclr,mae] [--threads 2]
+    python bench/bench_knn_all_methods.py --method simclr            # 15 min + evaluation
+    python bench/bench_knn_all_methods.py --method lightly_simclr    # the peer, same budget
+    python bench/bench_knn_all_methods.py --method pixels            # raw pixels, no training
+    python bench/bench_knn_all_methods.py --table
+
+Each method trains on cifar10-subset/train (5,000 images; labels unused except by supcon) with
+its registered defaults (backbone, batch size, optimiser, lr, weight decay, views); the only
+common settings are the budget, the image size (32 px), the seed and the threads. The budget is
+wall time (the trainer times its first steps and plans the whole schedule to end on time), so the
+machine must be quiet: the 1-minute load average must be <= 1 before a run, or `--allow-load`
+runs anyway and stamps the row. kNN: cosine, temperature-weighted votes (T = 0.07), k = 20 and
+200, on the evaluated backbone (DINO/iBOT: the teacher), centre-crop features of train and val.
+lightly (the `bench` extra) is imported only for `--method lightly_simclr`.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import math
 import os
-import shutil
-import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,189 +41,291 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.backbones import build_backbone  # noqa: E402
-from engine.build import apply_method_defaults, build_method  # noqa: E402
 from engine.data import ImageFolderDataset  # noqa: E402
 from engine.evaluation.common import cached_features  # noqa: E402
 from engine.evaluation.knn import knn_accuracy  # noqa: E402
 from engine.features import FeatureExtractor, load_feature_extractor  # noqa: E402
-from engine.registry import list_methods  # noqa: E402
-from engine.trainer import Trainer  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "cifar10-subset"
+OUT = ROOT / "bench" / "results" / "knn_all_methods.json"
+KS = (20, 200)
 
 
-def knn_rows(
-    extractor: FeatureExtractor, train: ImageFolderDataset, val: ImageFolderDataset
-) -> dict[str, float]:
+# ------------------------------------------------------------------------------- machine
+def machine() -> dict:
+    info: dict = {"cpus": os.cpu_count(), "torch": torch.__version__}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        fields = dict(
+            (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in out.splitlines())
+        )
+        info["model"] = fields.get("Model name", "")
+        flags = fields.get("Flags", "").split()
+        info["flags"] = " ".join(f for f in flags if f.startswith(("avx", "amx", "fma", "f16c")))
+    except (OSError, subprocess.SubprocessError):
+        info["model"] = "unknown (no lscpu)"
+    return info
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# ------------------------------------------------------------------------------- features
+def knn_rows(extractor: FeatureExtractor, train, val) -> dict[str, float]:
     tx, ty = cached_features(extractor, train, batch_size=250, num_workers=0)
     vx, vy = cached_features(extractor, val, batch_size=250, num_workers=0)
-    return {f"knn{k}": knn_accuracy(tx, ty, vx, vy, k=k)["top1"] for k in (20, 200)}
+    return {f"knn{k}": knn_accuracy(tx, ty, vx, vy, k=k)["top1"] for k in KS}
 
 
-def pixel_knn(train: ImageFolderDataset, val: ImageFolderDataset) -> dict[str, float]:
+def pixel_knn(train, val) -> dict[str, float]:
     def feats(ds):
         x = torch.stack([ds[i]["image"] for i in range(len(ds))]).float().flatten(1)
         return x - x.mean(1, keepdim=True), torch.tensor(ds.targets)
 
     (tx, ty), (vx, vy) = feats(train), feats(val)
-    return {f"knn{k}": knn_accuracy(tx, ty, vx, vy, k=k)["top1"] for k in (20, 200)}
+    return {f"knn{k}": knn_accuracy(tx, ty, vx, vy, k=k)["top1"] for k in KS}
 
 
-def cpu_seconds_per_step(base: dict, name: str, train: ImageFolderDataset, root: Path) -> float:
-    """Median process CPU time of steps 2-4 of a short real run (per-epoch work such as
-    DeepCluster's clustering happens before step 1 and is not counted)."""
-    run = root / f"{name}-calibration"
-    cfg = apply_method_defaults(
-        {**base, "max_steps": 4, "log_every": 1, "run_dir": str(run)}, {"warmup_epochs": 0.0}, name
+def random_init(arch: str, size: int, seed: int, train, val) -> dict[str, float]:
+    torch.manual_seed(seed)
+    return knn_rows(
+        FeatureExtractor(build_backbone(arch, size), source=f"random {arch}"), train, val
     )
-    stamps: list[float] = []
-    record = lambda e: stamps.append(time.process_time()) if e["type"] == "step" else None  # noqa: E731
-    Trainer(cfg, build_method(cfg), train, run, callbacks=(record,)).fit()
-    shutil.rmtree(run, ignore_errors=True)
-    return statistics.median([b - a for a, b in zip(stamps, stamps[1:])])
 
 
-def train_for_budget(name: str, args, train: ImageFolderDataset, run_root: Path) -> dict:
-    base = {
-        "data": args.train,
-        "image_size": args.image_size,
-        "batch_size": args.batch_size,
-        "num_workers": 0,
-        "seed": args.seed,
-        "device": args.device,
-        "log_every": 5,
-        "checkpoint_every": 10**9,
-        "run_dir": str(run_root / name),
-    }
-    sps = cpu_seconds_per_step(base, name, train, run_root)
-    steps = max(10, int(args.budget_cpu_s / sps))
-    steps_per_epoch = len(train) // args.batch_size
+# ------------------------------------------------------------------------------- training
+def train_ours(name: str, args, run_dir: Path) -> dict:
+    from engine.build import apply_method_defaults, train
+
     cfg = apply_method_defaults(
-        {**base, "max_steps": steps}, {"warmup_epochs": 0.1 * steps / steps_per_epoch}, name
+        {
+            "data": args.train,
+            "image_size": args.image_size,
+            "num_workers": args.workers,
+            "seed": args.seed,
+            "device": args.device,
+            "time_budget": args.budget_minutes,
+            "log_every": 10,
+            "checkpoint_every": 10**9,
+            "run_dir": str(run_dir),
+            **({"batch_size": args.batch_size} if args.batch_size else {}),
+        },
+        {},
+        name,
     )
-    torch.manual_seed(args.seed)
-    method = build_method(cfg)
-    deadline = time.process_time() + 1.5 * args.budget_cpu_s
-    holder: dict = {}
-
-    def guard(event: dict) -> None:
-        if event.get("type") == "step" and time.process_time() > deadline:
-            holder["trainer"].stop_requested = True
-
-    trainer = Trainer(cfg, method, train, cfg.run_dir, callbacks=(guard,))
-    holder["trainer"] = trainer
-    t0, c0 = time.time(), time.process_time()
-    result = trainer.fit()
-    stopped, last = bool(result.get("stopped")), result["losses"]
+    t0 = time.perf_counter()
+    out = train(cfg)
+    plan = out.get("plan", {})
     return {
-        "method": name,
         "backbone": cfg.backbone,
-        "steps": trainer.step,
-        "planned_steps": steps,
-        "train_s": time.time() - t0,
-        "train_cpu_s": time.process_time() - c0,
-        "stopped_early": stopped,
-        "final_loss": last.get("loss"),
-        "epochs": trainer.step / steps_per_epoch,
+        "batch_size": cfg.batch_size,
+        "steps": out["step"],
+        "planned_steps": plan.get("planned_steps"),
+        "s_per_step": plan.get("s_per_step"),
+        "epochs": plan.get("epochs"),
+        "budget_spent": out.get("budget_spent"),
+        "train_s": time.perf_counter() - t0,
+        "final_loss": out["losses"].get("loss"),
     }
 
 
-def main() -> None:
+def train_lightly_simclr(args, train) -> tuple[torch.nn.Module, dict]:
+    """lightly's SimCLR as in its CIFAR-10 benchmark (benchmarks/cifar10_benchmark.py):
+    SimCLRProjectionHead(512, 512, 128), NTXentLoss (T = 0.5), SimCLRTransform at 32 px with
+    cj_strength 0.5 and no blur, SGD lr 6e-2 x batch/128, momentum 0.9, wd 5e-4, cosine; on our
+    ResNet-18 (the same backbone as every row). Steps planned from 3 timed steps (after a
+    warm-up step; fewer past 5% of the budget; weights put back) to end within the same budget."""
+    import torchvision
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import SimCLRProjectionHead
+    from lightly.transforms import SimCLRTransform
+
+    t_start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    batch = args.batch_size or 256
+    backbone = build_backbone("resnet18", args.image_size)
+    model = torch.nn.ModuleDict(
+        {"backbone": backbone, "head": SimCLRProjectionHead(backbone.embed_dim, 512, 128)}
+    )
+    transform = SimCLRTransform(input_size=args.image_size, cj_strength=0.5, gaussian_blur=0.0)
+    ds = torchvision.datasets.ImageFolder(args.train, transform=transform)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch, shuffle=True, drop_last=True, num_workers=args.workers,
+        persistent_workers=args.workers > 0,
+    )  # fmt: skip
+    criterion = NTXentLoss(temperature=0.5)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=6e-2 * batch / 128, momentum=0.9, weight_decay=5e-4
+    )
+
+    def batches():
+        while True:
+            yield from loader
+
+    def step(views) -> float:
+        x = torch.cat(views)
+        z = model["head"](model["backbone"](x))
+        loss = criterion(*z.chunk(2))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    it = batches()
+    saved = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+    times = []
+    for i in range(4):
+        t = time.perf_counter()
+        step(next(it)[0])
+        if i:
+            times.append(time.perf_counter() - t)
+            if sum(times) > 0.05 * args.budget_minutes * 60:  # as the trainer's plan
+                break
+    model.load_state_dict(saved[0])
+    opt.load_state_dict(saved[1])
+    sps = sum(times) / len(times)
+    left = args.budget_minutes * 60 - (time.perf_counter() - t_start)
+    steps = max(1, int(0.97 * left / sps))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    loss = float("nan")
+    for _ in range(steps):
+        loss = step(next(it)[0])
+        sched.step()
+    return backbone.eval(), {
+        "backbone": "resnet18",
+        "batch_size": batch,
+        "steps": steps,
+        "planned_steps": steps,
+        "s_per_step": sps,
+        "epochs": steps * batch / len(ds),
+        "train_s": time.perf_counter() - t_start,
+        "final_loss": loss,
+    }
+
+
+# ------------------------------------------------------------------------------- results
+def read_results(path: Path) -> dict:
+    if not path.exists():
+        return {"rows": []}
+    data = json.loads(path.read_text())
+    if not isinstance(data.get("rows"), list):  # the first format (CPU-second budget): keep aside
+        path.replace(path.with_suffix(".v1.json"))
+        return {"rows": []}
+    return data
+
+
+def write_results(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def table(rows: list[dict]) -> str:
+    latest: dict[str, dict] = {}
+    for r in rows:
+        latest[r["method"]] = r
+    lines = [
+        "| method | family | backbone | batch | steps (epochs) | s/step | kNN k=20 | kNN k=200 "
+        "| random init k=20 / k=200 | vs random (k=200) | budget min | load before / after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(latest.values(), key=lambda r: -r["knn200"]):
+        rnd = r.get("random")
+        ep = f"{r['steps']} ({r['epochs']:.1f})" if r.get("steps") else "-"
+        sps = f"{r['s_per_step']:.2f}" if r.get("s_per_step") else "-"
+        rr = f"{rnd['knn20']:.3f} / {rnd['knn200']:.3f}" if rnd else "-"
+        delta = f"{100 * (r['knn200'] - rnd['knn200']):+.1f} pt" if rnd else "-"
+        lb, la = r.get("load_before", ["-"])[0], r.get("load_after", ["-"])[0]
+        stamp = " (--allow-load)" if r.get("allow_load") else ""
+        lines.append(
+            f"| {r['method']} | {r.get('family', '')} | {r.get('backbone', '-')} "
+            f"| {r.get('batch_size', '-')} | {ep} | {sps} | {r['knn20']:.3f} | {r['knn200']:.3f} "
+            f"| {rr} | {delta} | {r.get('budget_minutes', '-')} | {lb} / {la}{stamp} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    data = ROOT.parent / "shared" / "data" / "cifar10-subset"
-    ap.add_argument("--train", default=str(data / "train"))
-    ap.add_argument("--val", default=str(data / "val"))
-    ap.add_argument(
-        "--budget-cpu-s",
-        type=float,
-        default=240.0,
-        help="training budget per method in process CPU seconds (240 = 2 min on 2 idle cores)",
-    )
+    ap.add_argument("--method", help="an image method, lightly_simclr, or pixels")
+    ap.add_argument("--table", action="store_true", help="print the markdown table and exit")
+    ap.add_argument("--budget-minutes", type=float, default=15.0)
+    ap.add_argument("--train", default=str(DATA / "train"))
+    ap.add_argument("--val", default=str(DATA / "val"))
     ap.add_argument("--image-size", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument(
-        "--methods", default="", help="comma list (default: every method with image data)"
-    )
+    ap.add_argument("--batch-size", type=int, default=0, help="0 = the method's default")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1, help="DataLoader decoding workers")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "knn_all_methods.json"))
-    ap.add_argument("--redo", action="store_true", help="measure methods already in --out again")
-    ap.add_argument("--runs", default="", help="keep the runs here (default: a temporary folder)")
+    ap.add_argument("--allow-load", action="store_true", help="run on a busy machine (stamped)")
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--runs", default="", help="keep the run here (default: a temporary folder)")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    results = read_results(out)
+    if args.table:
+        print(table(results["rows"]))
+        return 0
+    if not args.method:
+        ap.error("--method NAME or --table")
+    torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", UserWarning)
-    import engine.methods  # noqa: F401  (registers every image method)
+    from app.registry_all import load_all
+    from engine.registry import get_method
 
-    names = [m for m in args.methods.split(",") if m] or [
-        s.name for s in list_methods() if s.data == "images"
-    ]
-    families = {s.name: s.family for s in list_methods()}
+    load_all()  # every method, images and others
+
+    info = machine()
+    before = load()
+    print(f"cpu: {info.get('model')} ({info['cpus']} cpus); flags: {info.get('flags', '')}")
+    print(f"load average before: {before}", flush=True)
+    if before[0] > 1 and not args.allow_load:
+        print(
+            f"refusing to run: 1-minute load average {before[0]} > 1 (other jobs would share the "
+            "CPU and the budget); wait for a quiet machine or pass --allow-load (stamped)"
+        )
+        return 3
     train = ImageFolderDataset(args.train, load_size=args.image_size)
     val = ImageFolderDataset(args.val, load_size=args.image_size)
-    out = Path(args.out)
-    results = json.loads(out.read_text()) if out.exists() else {}
-    results.setdefault("rows", {})
-    results["setup"] = {
-        "budget_cpu_s": args.budget_cpu_s,
-        "image_size": args.image_size,
-        "batch_size": args.batch_size,
-        "threads": torch.get_num_threads(),
-        "device": args.device,
-        "train": args.train,
-        "val": args.val,
-    }
-
-    def save() -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(out)
-
-    if "pixels" not in results["rows"]:
-        results["rows"]["pixels"] = {
-            "method": "raw pixels",
-            "backbone": "-",
-            **pixel_knn(train, val),
-        }
-    for arch in ("resnet18", "vit_tiny"):
-        key = f"random {arch}"
-        if key not in results["rows"]:
-            torch.manual_seed(args.seed)
-            ex = FeatureExtractor(build_backbone(arch, args.image_size), source=key)
-            results["rows"][key] = {
-                "method": "random init",
-                "backbone": arch,
-                **knn_rows(ex, train, val),
-            }
-            save()
-    run_root = Path(args.runs) if args.runs else Path(tempfile.mkdtemp(prefix="knn-bench-"))
-    for name in names:
-        if name in results["rows"] and not args.redo:
-            print(f"== {name}: already measured (--redo to measure again)", flush=True)
-            continue
-        print(f"== {name}", flush=True)
-        load_before = os.getloadavg()[0]
-        row = train_for_budget(name, args, train, run_root)
-        ex = load_feature_extractor(run_root / name)
-        row.update(
-            knn_rows(ex, train, val),
-            family=families.get(name, ""),
-            load_avg=(load_before + os.getloadavg()[0]) / 2,
-        )
-        results["rows"][name] = row
-        print(json.dumps(row), flush=True)
-        save()
-    print("| method | family | backbone | steps (epochs) | train CPU s | kNN k=20 | kNN k=200 |")
-    print("|---|---|---|---|---|---|---|")
-    for r in sorted(results["rows"].values(), key=lambda r: -r["knn200"]):
-        ep = f"{r['steps']} ({r['epochs']:.1f})" if "steps" in r else "-"
-        ts = f"{r['train_cpu_s']:.0f}" if "train_cpu_s" in r else "-"
-        print(
-            f"| {r['method']} | {r.get('family', '')} | {r['backbone']} | {ep} | {ts} | {r['knn20']:.3f} | {r['knn200']:.3f} |"
-        )
+    row: dict = {"method": args.method, "budget_minutes": args.budget_minutes}
+    if args.method == "pixels":
+        row.update(family="-", backbone="-", **pixel_knn(train, val))
+    elif args.method == "lightly_simclr":
+        backbone, stats = train_lightly_simclr(args, train)
+        row.update(family="peer (lightly 'bench' extra)", **stats)
+        row.update(knn_rows(FeatureExtractor(backbone, source="lightly_simclr"), train, val))
+    else:
+        spec = get_method(args.method)
+        if spec.data != "images":
+            ap.error(f"{args.method} trains on {spec.data}, not images")
+        runs = Path(args.runs) if args.runs else Path(tempfile.mkdtemp(prefix="knn-bench-"))
+        row.update(family=spec.family, **train_ours(args.method, args, runs / args.method))
+        row.update(knn_rows(load_feature_extractor(runs / args.method), train, val))
+    if row.get("backbone", "-") != "-":
+        row["random"] = random_init(row["backbone"], args.image_size, args.seed, train, val)
+    after = load()
+    row.update(
+        load_before=before,
+        load_after=after,
+        allow_load=bool(args.allow_load and before[0] > 1),
+        threads=args.threads,
+        machine=info,
+        time=time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+    print(f"load average after: {after}")
+    print(json.dumps({k: v for k, v in row.items() if k != "machine"}))
+    results["rows"].append(row)
+    write_results(out, results)
+    if row.get("random"):
+        gain = 100 * (row["knn200"] - row["random"]["knn200"])
+        print(f"{args.method}: kNN k=200 {row['knn200']:.3f} vs random init {gain:+.1f} points")
+    return 0 if math.isfinite(row["knn200"]) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
