@@ -698,6 +698,7 @@ class VideoPage(Page):
 
     def _on_finished(self, code: int, message: str) -> None:
         kind, cancelled = self.session.job_kind, self.job.stopping
+        export_to, self.session.export_to = self.session.export_to, None
         self.session.job_kind = ""
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if code == 0 and not cancelled else 0)
@@ -714,9 +715,8 @@ class VideoPage(Page):
                 show_error(self, message, kind)
             return
         self.show_result(out)
-        if kind == "export" and self.session.export_to is not None:
-            folder, formats = self.session.export_to
-            self.session.export_to = None
+        if kind == "export" and export_to is not None:
+            folder, formats = export_to
             try:
                 written = self.session.copy_exports(folder, formats)
             except OSError as e:
