@@ -21,6 +21,7 @@ declare_methods(
             "maskfeat": "maskfeat",
             "moco_v2": "moco",
             "moco_v3": "moco",
+            "pixelcnn": "pixelcnn",
             "relpatch": "relpatch",
             "rotation": "rotation",
             "simclr": "simclr",

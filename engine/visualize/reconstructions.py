@@ -161,3 +161,25 @@ def mae_method_figure(method, images, names=None, mask_ratio=None, seed: int = 0
 
 def colorization_method_figure(method, images, names=None, **_):
     return colorization_figure(method, images, names)
+
+
+def pixelcnn_samples_figure(method, images, names=None, n_samples: int = 8, seed: int = 0, **_):
+    """A likelihood model's figure: samples drawn sub-pixel by sub-pixel, and the held-out
+    images with the model's bits per dimension on them."""
+    g = torch.Generator(device=next(method.parameters()).device).manual_seed(seed)
+    samples = method.sample(n_samples, method.image_size, generator=g)
+    bpd = method.evaluate_bits(images)
+    cell = 96
+    rows = [
+        [
+            Panel(resize(to_rgb_array(s), cell, nearest=True), f"sample {i}")
+            for i, s in enumerate(samples)
+        ],
+        [
+            Panel(resize(to_rgb_array(x), cell, nearest=True), (names or [""] * len(images))[i])
+            for i, x in enumerate(images[:n_samples])
+        ],
+    ]
+    return grid_figure(
+        rows, title=f"PixelCNN samples (top); held-out images: {bpd:.3f} bits/dim (bottom)"
+    )
