@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -61,6 +62,15 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     out = [torch.zeros_like(x) for _ in range(world_size())]
     dist.all_gather(out, x.contiguous())
     return torch.cat(out, dim=0)
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank src's value of a small picklable object on every process (a decision all must share)."""
+    if not is_dist() or world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
 
 
 @torch.no_grad()

@@ -142,6 +142,8 @@ class Trainer:
         # measured on a CPU (engine.precision, cached per machine); the choice and the reason
         # go into the start event and the app
         self.precision = choose_precision(cfg.precision, self.device, cfg.image_size)
+        if self.distributed:  # every process computes at rank 0's choice (probes may differ)
+            self.precision = D.broadcast_object(self.precision)
         self.amp_dtype = self.precision.dtype
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype == torch.float16
