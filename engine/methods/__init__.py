@@ -11,6 +11,7 @@ declare_methods(
             "barlow_twins": "barlow",
             "byol": "byol",
             "colorization": "colorization",
+            "cpc_v2": "cpc_v2",
             "deepcluster": "deepcluster",
             "dino": "dino",
             "ibot": "ibot",
