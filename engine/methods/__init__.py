@@ -15,6 +15,7 @@ declare_methods(
             "deepcluster": "deepcluster",
             "dino": "dino",
             "ibot": "ibot",
+            "igpt": "igpt",
             "inpainting": "inpainting",
             "instdisc": "instdisc",
             "jigsaw": "jigsaw",

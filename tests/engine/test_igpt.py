@@ -1,0 +1,123 @@
+"""Image GPT (Chen et al. 2020): k-means colour tokens, the next-token loss by hand, a causal
+transformer whose position t sees tokens < t only (SOS first), learning on the sample, exact
+resume with the palette in the checkpoint, and the middle layer's pooled features."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import engine.methods  # noqa: F401
+from engine.build import apply_method_defaults, resume, train
+from engine.events import read_events
+from engine.methods.igpt import IGPTConfig, IGPTNet, next_token_loss
+
+TINY = {"clusters": 8, "resolution": 8, "width": 32, "depth": 2, "num_heads": 2}
+
+
+def test_next_token_loss_by_hand():
+    assert next_token_loss(torch.zeros(1, 3, 8), torch.tensor([[0, 5, 7]])).item() == (
+        pytest.approx(math.log(8))
+    )
+    logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0]]])  # two positions, two colours
+    want = (-math.log(math.e**2 / (math.e**2 + 1)) - math.log(1 / (1 + math.e))) / 2
+    assert next_token_loss(logits, torch.tensor([[0, 0]])).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_tokens_are_nearest_palette_colours_in_raster_order():
+    net = IGPTNet(IGPTConfig(clusters=2, resolution=2, width=8, depth=1, num_heads=1), 2)
+    net.palette.copy_(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    x = torch.tensor([[[-0.9, 0.8], [0.7, -0.2]]]).expand(3, 2, 2)[None]
+    assert net.tokens(x).tolist() == [[0, 1, 1, 0]]
+    big = F.interpolate(x, size=(4, 4), mode="nearest")  # downsampled (area) to the same tokens
+    assert net.tokens(big).tolist() == [[0, 1, 1, 0]]
+
+
+def test_position_t_sees_only_the_tokens_before_it():
+    torch.manual_seed(0)
+    net = IGPTNet(IGPTConfig(**TINY), 8)
+    tokens = torch.randint(0, 8, (1, 64))
+    t = 20
+    base = net.logits(tokens)
+    later = tokens.clone()
+    later[:, t:] = (later[:, t:] + 1) % 8  # the token itself and everything after it
+    assert torch.allclose(net.logits(later)[:, : t + 1], base[:, : t + 1], atol=1e-6)
+    earlier = tokens.clone()
+    earlier[:, t - 1] = (earlier[:, t - 1] + 1) % 8
+    assert not torch.allclose(net.logits(earlier)[:, t], base[:, t])
+    assert torch.allclose(net.logits(earlier)[:, :t], base[:, :t], atol=1e-6)
+
+
+def test_probe_layer_is_the_middle_by_default():
+    assert IGPTNet(IGPTConfig(depth=6, width=16, num_heads=2), 32).probe == 3
+    assert IGPTNet(IGPTConfig(depth=6, width=16, num_heads=2, probe_layer=1), 32).probe == 1
+
+
+def _cfg(shapes_dir, run, steps, **m):
+    return apply_method_defaults(
+        {
+            "data": str(shapes_dir),
+            "image_size": 16,
+            "batch_size": 12,
+            "max_steps": steps,
+            "num_workers": 0,
+            "run_dir": str(run),
+            "log_every": 1,
+            "checkpoint_every": 2,
+            "deterministic": True,
+            "precision": "fp32",
+            "method_args": {**TINY, **m},
+        },
+        {"warmup_epochs": 0.0, "lr": 0.06},  # x 12 / 256: 2.8e-3
+        "igpt",
+    )
+
+
+def _losses(run) -> dict[int, float]:
+    return {e["step"]: e["losses"]["loss"] for e in read_events(run) if e["type"] == "step"}
+
+
+def test_loss_falls_palette_is_kept_and_features_pool_the_probe_layer(shapes_dir, tmp_path):
+    torch.manual_seed(0)
+    train(_cfg(shapes_dir, tmp_path / "run", 30))
+    losses = _losses(tmp_path / "run")
+    first, last = sum(losses[s] for s in (1, 2, 3)) / 3, sum(losses[s] for s in (28, 29, 30)) / 3
+    assert first > math.log(8) - 0.3 and last < first - 0.4, losses
+    ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    palette = ck["model"]["backbone.palette"]
+    assert bool(ck["model"]["backbone.fitted"]) and palette.shape == (8, 3)
+    assert palette.abs().max() <= 1 and palette.std(0).min() > 0.05  # distinct image colours
+
+    from engine.features import load_features
+
+    images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    ex = load_features(tmp_path / "run", "global", precision="fp32")
+    feats = ex.embed(images)
+    assert feats.shape == (3, 32)
+    net = ex.backbone
+    h = net.hidden(net.tokens(images.float() / 127.5 - 1), upto=1)  # depth 2: the middle is 1
+    assert torch.allclose(feats, F.layer_norm(h, (32,)).mean(1), atol=1e-5)
+    dense = load_features(tmp_path / "run", "dense", precision="fp32").dense(images)
+    assert dense.shape == (3, 32, 8, 8)
+
+
+def test_resume_replays_exactly(shapes_dir, tmp_path):
+    """Stopped at step 2 of 4 (SIGTERM, as the app's Stop button) and resumed: steps 3 and 4
+    equal an uninterrupted run's (the palette is not refitted)."""
+
+    def stop_at_2(e):
+        if e["type"] == "step" and e["step"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    for name, callbacks in (("ref", ()), ("cut", (stop_at_2,))):
+        torch.manual_seed(0)
+        train(_cfg(shapes_dir, tmp_path / name, 4), callbacks=callbacks)
+    assert read_events(tmp_path / "cut")[-1]["type"] == "stopped"
+    resume(tmp_path / "cut")
+    ref, cut = _losses(tmp_path / "ref"), _losses(tmp_path / "cut")
+    assert cut[3] == pytest.approx(ref[3], rel=1e-5) and cut[4] == pytest.approx(ref[4], rel=1e-5)
