@@ -15,6 +15,7 @@ optimizer state (the parameters themselves stay fp32 under autocast).
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ def choose_precision(requested: str, device: torch.device, image_size: int = 32)
     """requested: auto | fp32 | bf16 | fp16."""
     if requested in ("fp32", "bf16", "fp16"):
         return Precision(requested, "requested")
+    forced = os.environ.get("SELFSUP_PRECISION", "")
+    if forced in ("fp32", "bf16", "fp16"):  # a site-wide choice (the test suite pins fp32)
+        return Precision(forced, "SELFSUP_PRECISION")
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
             return Precision("bf16", "CUDA with bf16 support")

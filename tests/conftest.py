@@ -13,6 +13,9 @@ from PIL import Image
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # the user's cache folder (method catalog, probes): a fresh one per test session, not ~/.cache
 os.environ.setdefault("SELFSUP_CACHE", tempfile.mkdtemp(prefix="selfsup-cache-"))
+# --precision auto measures the CPU, and under load the measurement moves: tests pin fp32 (the
+# probe's own tests unset this)
+os.environ.setdefault("SELFSUP_PRECISION", "fp32")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 

@@ -7,13 +7,16 @@ import torch
 from engine import precision as P
 
 
-def test_explicit_choice_is_kept():
+def test_explicit_choice_is_kept(monkeypatch):
+    monkeypatch.setenv("SELFSUP_PRECISION", "bf16")
+    assert P.choose_precision("auto", torch.device("cpu")).reason == "SELFSUP_PRECISION"
     for name in ("fp32", "bf16", "fp16"):
         assert P.choose_precision(name, torch.device("cpu")) == P.Precision(name, "requested")
     assert P.Precision("bf16", "").dtype == torch.bfloat16 and P.Precision("fp32", "").dtype is None
 
 
 def test_auto_on_cpu_follows_the_probe(monkeypatch):
+    monkeypatch.delenv("SELFSUP_PRECISION", raising=False)
     fast = {"matmul_speedup": 3.9, "conv_speedup": 2.5, "cpu": "Xeon [amx_bf16]"}
     monkeypatch.setattr(P, "cpu_probe", lambda size: fast)
     got = P.choose_precision("auto", torch.device("cpu"))
