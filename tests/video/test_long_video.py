@@ -23,11 +23,14 @@ N = 5000
 SIDE = 64
 RSS_BOUND_MB = 900  # torch + PyAV + numpy alone are ~400-500 MB; nothing may grow with length
 
+# VmHWM is this process image's own peak; getrusage's ru_maxrss would also count the pytest
+# parent's RSS at fork (Linux keeps the pre-exec maximum), gigabytes late in a full run
 CHILD = """
-import resource, sys
+import re, sys
 from app.cli import main
 code = main(sys.argv[1:])
-print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
+hwm = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)
+print("MAXRSS_KB", hwm, flush=True)
 sys.exit(code)
 """
 
