@@ -9,11 +9,13 @@ declare_methods(
         name: f"engine.methods.{module}"
         for name, module in {
             "barlow_twins": "barlow",
+            "beit": "beit",
             "byol": "byol",
             "colorization": "colorization",
             "cpc_v2": "cpc_v2",
             "deepcluster": "deepcluster",
             "dino": "dino",
+            "dvae": "dvae",
             "ibot": "ibot",
             "igpt": "igpt",
             "inpainting": "inpainting",
