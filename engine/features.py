@@ -115,7 +115,9 @@ def load_state_into(backbone: nn.Module, state: dict[str, torch.Tensor], source:
     """Strict load whose failure names the architecture mismatch in one line."""
     own = backbone.state_dict()
     missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+    # a masking method's ViT holds a [MASK] embedding that a feature extractor does not need
+    # (ViT._load_from_state_dict drops it): not a mismatch
+    unexpected = [k for k in state if k not in own and k != "mask_token"]
     shapes = [
         f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
         for k, v in own.items()

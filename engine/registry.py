@@ -16,6 +16,7 @@ FEATURE_KINDS = {
     "clip": "one embedding per video clip [B, D] (clip retrieval, kNN)",
     "image_text": "image and text embeddings in one space (photo search, zero-shot)",
     "reconstruction": "the pretext task's own output (MAE reconstructions, colorizations)",
+    "tokens": "a discrete visual token per patch (a BEiT tokenizer: the dvae method)",
 }
 BACKBONE_KINDS = ("global", "dense")  # what any backbone gives (exports, named models)
 

@@ -63,10 +63,13 @@ def masked_token_loss(logits: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
 def load_tokenizer(source: str) -> nn.Module:
     """The frozen encoder/decoder network of a dvae run or checkpoint (eval mode, no grads)."""
     from engine.build import load_method
+    from engine.features import produces
 
-    method, cfg = load_method(source)
-    if cfg.method != "dvae":
-        raise UserError(f"--tokenizer {source}: a '{cfg.method}' run, not a dvae run")
+    if "tokens" not in produces(source):  # the registry says which models tokenise
+        raise UserError(
+            f"--tokenizer {source}: gives no visual tokens; train one with --method dvae"
+        )
+    method, _cfg = load_method(source)
     net = method.backbone.eval()
     net.requires_grad_(False)
     return net

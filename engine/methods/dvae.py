@@ -170,7 +170,7 @@ register_method(
         config_cls=DVAEConfig,
         build=DVAE.build,
         family="generative",
-        produces=("global", "dense"),
+        produces=("global", "dense", "tokens"),
         features=dvae_features,
         # DALL-E: Adam lr 1e-3 at batch 512, weight decay 1e-4
         defaults={

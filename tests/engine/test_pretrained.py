@@ -361,3 +361,18 @@ def test_consumers_take_named_sources_end_to_end(dino_ref, tmp_path, capsys):
     argv = ["index", str(root / "images" / "val"), "--index", str(idx), "--num-workers", "0"]
     assert main([*argv, "--model", f"open_clip:{TINY_MODEL}:{tmp_path / 'clip.pt'}"]) == 0
     assert (idx / "index.json").exists()
+
+
+def test_a_masking_methods_run_loads_as_features(tmp_path):
+    """MaskFeat / iBOT / BEiT train a ViT with a [MASK] embedding; eval and the app load their
+    backbone without it."""
+    from engine.backbones import build_backbone
+    from engine.features import FeatureExtractor, backbone_from_checkpoint
+
+    vit = build_backbone("vit_tiny", 32, mask_token=True)
+    ck = {
+        "model": {f"backbone.{k}": v for k, v in vit.state_dict().items()},
+        "backbone_arch": vit.arch,
+    }
+    ex = FeatureExtractor(backbone_from_checkpoint(ck, "maskfeat-run"))
+    assert ex.backbone.mask_token is None and ex.embed(torch.zeros(1, 3, 32, 32)).shape == (1, 192)
