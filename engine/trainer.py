@@ -320,11 +320,12 @@ class Trainer:
             torch.distributed.broadcast(t, 0)
             sps, save_s = t.tolist()
         left = self.deadline - time.perf_counter() - 2 * save_s  # this plan's and the last save
-        steps = max(1, int(0.97 * left / sps))
+        margin = 0.93  # steps run a few % slower than timed (measured): finish the schedule
+        steps = max(1, int(margin * left / sps))
         for _ in range(3):  # per-epoch work and periodic checkpoints eat into the steps
             epochs = math.ceil(steps / self.steps_per_epoch)
             extra = (epochs - 1) * epoch_start_s + (steps // self.cfg.checkpoint_every) * save_s
-            steps = max(1, int(0.97 * (left - extra) / sps))
+            steps = max(1, int(margin * (left - extra) / sps))
         if self.cfg.max_steps:
             steps = min(steps, self.cfg.max_steps)
         self._set_total_steps(steps)
