@@ -72,18 +72,22 @@ def test_features_page_reports_bad_model_in_one_line(window, qtbot, tmp_path):
 
 
 def test_two_models_side_by_side_and_published_names(window, qtbot, vit_export, tmp_path):
+    """The pickers offer the published models; a second model's features on the same images
+    fill the Compare tab (computed here on the test's thread: the threaded compute path is the
+    first test's)."""
+    from app.gui.features_model import compute_pair
+
     page = window.features_page
     names = [page.published.itemData(i) for i in range(page.published.count())]
     assert "dino:vits16" in names and "dinov2:vits14_reg" in names  # offered by name
-    page.model_picker.set_path(str(vit_export), emit=False)
-    page.images_picker.set_path(str(SAMPLE_IMAGES / "val"), emit=False)
     page.compare.setCurrentIndex(names.index("dino:vits8"))
     assert page.compare_source() == "dino:vits8"
     page.compare.setEditText(str(vit_export))  # any model source typed in works too
     assert page.compare_source() == str(vit_export)
-    page.n_spin.setValue(3)
-    page.compute_btn.click()
-    wait_until(qtbot, lambda: page.other is not None and not page.computing, 180, "two models")
+    page.session.request(str(vit_export), page.compare_source(), str(SAMPLE_IMAGES / "val"))
+    pair = compute_pair(str(vit_export), page.compare_source(), SAMPLE_IMAGES / "val", 0, 3)
+    page.session.set_features(pair)
     assert page.other.map_size == page.fs.map_size and page.other.chosen == page.fs.chosen
     assert len(page.cmp_grid.views) == 5 * 3  # image, A looks, A PCA, B looks, B PCA per row
     assert "A = " in page.cmp_note.text() and "B = " in page.cmp_note.text()
+    wait_until(qtbot, lambda: page._xy is not None, 120, "the scatter plot (before teardown)")

@@ -4,16 +4,12 @@ learning on the sample, exact resume after a stop, and pooled patch features for
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import engine.methods  # noqa: F401
-from engine.build import apply_method_defaults, build_method, resume, train
-from engine.events import read_events
+from engine.build import build_method, train
 from engine.methods.cpc_v2 import (
     ContextNet,
     CPCv2,
@@ -23,6 +19,7 @@ from engine.methods.cpc_v2 import (
     info_nce,
     patch_grid,
 )
+from tests.engine.method_runs import assert_stop_and_resume_replay, step_values, tiny_run
 
 TINY = {
     "patch_size": 4,
@@ -100,27 +97,12 @@ def test_grid_and_per_patch_augmentations():
 
 
 def _cfg(shapes_dir, run, steps, lr=0.06, min_lr_ratio=0.0, **m):
-    return apply_method_defaults(
-        {
-            "data": str(shapes_dir),
-            "image_size": 16,
-            "batch_size": 12,
-            "max_steps": steps,
-            "num_workers": 0,
-            "run_dir": str(run),
-            "log_every": 1,
-            "checkpoint_every": 2,
-            "deterministic": True,
-            "precision": "fp32",
-            "method_args": {**TINY, **m},
-        },
-        {"warmup_epochs": 0.0, "lr": lr, "min_lr_ratio": min_lr_ratio},  # lr x 12 / 256
-        "cpc_v2",
-    )
+    optim = {"lr": lr, "min_lr_ratio": min_lr_ratio}  # lr x 12 / 256
+    return tiny_run("cpc_v2", shapes_dir, run, steps, {**TINY, **m}, optim, precision="fp32")
 
 
 def _losses(run) -> dict[int, float]:
-    return {e["step"]: e["losses"]["loss"] for e in read_events(run) if e["type"] == "step"}
+    return step_values(run)
 
 
 def test_loss_falls_and_features_are_pooled_patch_codes(shapes_dir, tmp_path):
@@ -143,20 +125,7 @@ def test_loss_falls_and_features_are_pooled_patch_codes(shapes_dir, tmp_path):
 
 
 def test_resume_replays_exactly(shapes_dir, tmp_path):
-    """Stopped at step 2 of 4 (SIGTERM, as the app's Stop button) and resumed: steps 3 and 4
-    equal an uninterrupted run's."""
-
-    def stop_at_2(e):
-        if e["type"] == "step" and e["step"] == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    for name, callbacks in (("ref", ()), ("cut", (stop_at_2,))):
-        torch.manual_seed(0)
-        train(_cfg(shapes_dir, tmp_path / name, 4), callbacks=callbacks)
-    assert read_events(tmp_path / "cut")[-1]["type"] == "stopped"
-    resume(tmp_path / "cut")
-    ref, cut = _losses(tmp_path / "ref"), _losses(tmp_path / "cut")
-    assert cut[3] == pytest.approx(ref[3], rel=1e-5) and cut[4] == pytest.approx(ref[4], rel=1e-5)
+    assert_stop_and_resume_replay(lambda run: _cfg(shapes_dir, run, 4), tmp_path)
 
 
 def test_build_has_the_papers_defaults(shapes_dir, tmp_path):

@@ -5,17 +5,15 @@ resume with the palette in the checkpoint, and the middle layer's pooled feature
 from __future__ import annotations
 
 import math
-import os
-import signal
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import engine.methods  # noqa: F401
-from engine.build import apply_method_defaults, resume, train
-from engine.events import read_events
+from engine.build import train
 from engine.methods.igpt import IGPTConfig, IGPTNet, next_token_loss
+from tests.engine.method_runs import assert_stop_and_resume_replay, step_values, tiny_run
 
 TINY = {"clusters": 8, "resolution": 8, "width": 32, "depth": 2, "num_heads": 2}
 
@@ -59,27 +57,12 @@ def test_probe_layer_is_the_middle_by_default():
 
 
 def _cfg(shapes_dir, run, steps, **m):
-    return apply_method_defaults(
-        {
-            "data": str(shapes_dir),
-            "image_size": 16,
-            "batch_size": 12,
-            "max_steps": steps,
-            "num_workers": 0,
-            "run_dir": str(run),
-            "log_every": 1,
-            "checkpoint_every": 2,
-            "deterministic": True,
-            "precision": "fp32",
-            "method_args": {**TINY, **m},
-        },
-        {"warmup_epochs": 0.0, "lr": 0.06},  # x 12 / 256: 2.8e-3
-        "igpt",
-    )
+    optim = {"lr": 0.06}  # x 12 / 256: 2.8e-3
+    return tiny_run("igpt", shapes_dir, run, steps, {**TINY, **m}, optim, precision="fp32")
 
 
 def _losses(run) -> dict[int, float]:
-    return {e["step"]: e["losses"]["loss"] for e in read_events(run) if e["type"] == "step"}
+    return step_values(run)
 
 
 def test_loss_falls_palette_is_kept_and_features_pool_the_probe_layer(shapes_dir, tmp_path):
@@ -107,17 +90,4 @@ def test_loss_falls_palette_is_kept_and_features_pool_the_probe_layer(shapes_dir
 
 
 def test_resume_replays_exactly(shapes_dir, tmp_path):
-    """Stopped at step 2 of 4 (SIGTERM, as the app's Stop button) and resumed: steps 3 and 4
-    equal an uninterrupted run's (the palette is not refitted)."""
-
-    def stop_at_2(e):
-        if e["type"] == "step" and e["step"] == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    for name, callbacks in (("ref", ()), ("cut", (stop_at_2,))):
-        torch.manual_seed(0)
-        train(_cfg(shapes_dir, tmp_path / name, 4), callbacks=callbacks)
-    assert read_events(tmp_path / "cut")[-1]["type"] == "stopped"
-    resume(tmp_path / "cut")
-    ref, cut = _losses(tmp_path / "ref"), _losses(tmp_path / "cut")
-    assert cut[3] == pytest.approx(ref[3], rel=1e-5) and cut[4] == pytest.approx(ref[4], rel=1e-5)
+    assert_stop_and_resume_replay(lambda run: _cfg(shapes_dir, run, 4), tmp_path)

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import engine.methods  # noqa: F401
-from engine.build import apply_method_defaults, build_method, resume, train
-from engine.events import read_events
+from engine.build import build_method, train
 from engine.methods.instdisc import exact_loss, nce_loss
+from tests.engine.method_runs import assert_stop_and_resume_replay, step_values, tiny_run
 
 
 def test_nce_loss_by_hand():
@@ -34,26 +34,11 @@ def test_exact_softmax_by_hand():
 
 
 def _cfg(shapes_dir, run, steps, **m):
-    return apply_method_defaults(
-        {
-            "data": str(shapes_dir),
-            "image_size": 16,
-            "batch_size": 12,
-            "max_steps": steps,
-            "num_workers": 0,
-            "run_dir": str(run),
-            "log_every": 1,
-            "checkpoint_every": 2,
-            "deterministic": True,
-            "method_args": {"feat_dim": 16, **m},
-        },
-        {"warmup_epochs": 0.0},
-        "instdisc",
-    )
+    return tiny_run("instdisc", shapes_dir, run, steps, {"feat_dim": 16, **m})
 
 
 def _losses(run) -> dict[int, float]:
-    return {e["step"]: e["losses"]["loss"] for e in read_events(run) if e["type"] == "step"}
+    return step_values(run)
 
 
 def test_loss_falls_and_the_bank_follows_the_embeddings(shapes_dir, tmp_path):
@@ -97,22 +82,10 @@ def test_nce_estimates_z_once_and_updates_the_bank_with_momentum(shapes_dir, tmp
 
 
 def test_resume_replays_exactly(shapes_dir, tmp_path):
-    """Stopped at step 2 of 4 (SIGTERM, as the app's Stop button) and resumed: steps 3 and 4
-    equal an uninterrupted run's (the bank, Z and the data position are in the checkpoint)."""
-    import os
-    import signal
-
-    def stop_at_2(e):
-        if e["type"] == "step" and e["step"] == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    for name, callbacks in (("ref", ()), ("cut", (stop_at_2,))):
-        torch.manual_seed(0)
-        train(_cfg(shapes_dir, tmp_path / name, 4, exact_below=0, negatives=8), callbacks=callbacks)
-    assert read_events(tmp_path / "cut")[-1]["type"] == "stopped"
-    resume(tmp_path / "cut")
-    ref, cut = _losses(tmp_path / "ref"), _losses(tmp_path / "cut")
-    assert cut[3] == pytest.approx(ref[3], rel=1e-5) and cut[4] == pytest.approx(ref[4], rel=1e-5)
+    """The bank, Z and the data position are in the checkpoint."""
+    assert_stop_and_resume_replay(
+        lambda run: _cfg(shapes_dir, run, 4, exact_below=0, negatives=8), tmp_path
+    )
 
 
 def test_build_has_the_papers_defaults(shapes_dir, tmp_path):

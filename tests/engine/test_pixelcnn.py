@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 import engine.methods  # noqa: F401
-from engine.build import apply_method_defaults, train
-from engine.events import read_events
+from engine.build import train
 from engine.methods.pixelcnn import PixelCNN, PixelCNNConfig, bits_per_dim, to_input
+from tests.engine.method_runs import sigterm_at, step_values, tiny_run
 
 
 def tiny(layers: int = 4) -> PixelCNN:
@@ -54,53 +54,23 @@ def test_bits_per_dim_by_hand():
 
 
 def _cfg(shapes_dir, run, steps):
-    return apply_method_defaults(
-        {
-            "data": str(shapes_dir),
-            "image_size": 8,
-            "batch_size": 12,
-            "max_steps": steps,
-            "num_workers": 0,
-            "run_dir": str(run),
-            "log_every": 1,
-            "checkpoint_every": 2,
-            "deterministic": True,
-            "method_args": {"channels": 12, "layers": 3, "kernel": 3},
-        },
-        {"warmup_epochs": 0.0, "lr": 0.25},  # x 12 / 256 (linear scaling): 1.2e-2
-        "pixelcnn",
-    )
+    args = {"channels": 12, "layers": 3, "kernel": 3}
+    # lr x 12 / 256 (linear scaling): 1.2e-2
+    return tiny_run("pixelcnn", shapes_dir, run, steps, args, {"lr": 0.25}, image_size=8)
 
 
 def test_learns_the_sample_then_samples_and_resumes(shapes_dir, tmp_path):
-    import os
-    import signal
-
-    torch.manual_seed(0)
-    train(_cfg(shapes_dir, tmp_path / "ref", 30))
-    bpd = {
-        e["step"]: e["losses"]["bits_per_dim"]
-        for e in read_events(tmp_path / "ref")
-        if e["type"] == "step"
-    }
-    # from 8 bits (uniform over 256 values) down: a 12-channel model learns slowly but surely
-    assert bpd[1] > 7.9 and sum(bpd[s] for s in (28, 29, 30)) / 3 < bpd[1] - 0.2, bpd
-
-    def stop_at_2(e):
-        if e["type"] == "step" and e["step"] == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-
     from engine.build import resume
 
     torch.manual_seed(0)
-    train(_cfg(shapes_dir, tmp_path / "cut", 30), callbacks=(stop_at_2,))
-    resume(tmp_path / "cut", {"max_steps": 4})
-    cut = {
-        e["step"]: e["losses"]["loss"] for e in read_events(tmp_path / "cut") if e["type"] == "step"
-    }
-    ref = {
-        e["step"]: e["losses"]["loss"] for e in read_events(tmp_path / "ref") if e["type"] == "step"
-    }
+    train(_cfg(shapes_dir, tmp_path / "ref", 30))
+    bpd = step_values(tmp_path / "ref", "bits_per_dim")
+    # from 8 bits (uniform over 256 values) down: a 12-channel model learns slowly but surely
+    assert bpd[1] > 7.9 and sum(bpd[s] for s in (28, 29, 30)) / 3 < bpd[1] - 0.2, bpd
+    torch.manual_seed(0)
+    train(_cfg(shapes_dir, tmp_path / "cut", 30), callbacks=(sigterm_at(2),))
+    resume(tmp_path / "cut", {"max_steps": 4})  # step 3's loss depends only on the checkpoint
+    cut, ref = step_values(tmp_path / "cut"), step_values(tmp_path / "ref")
     assert cut[3] == pytest.approx(ref[3], rel=1e-5)
 
     from engine.features import load_features

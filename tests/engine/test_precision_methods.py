@@ -13,7 +13,7 @@ TOLERANCE = 0.05  # relative: bf16 keeps 8 bits of mantissa in the matmuls and c
 
 
 @pytest.mark.parametrize("name", list(TINY_ARGS))
-def test_bf16_first_step_loss_matches_fp32(name, shapes_batches):
+def test_bf16_first_step_loss_matches_fp32(name, shapes_batches):  # noqa: F811 (fixture)
     images, labels = shapes_batches
     batch = {"image": images[:12], "label": labels[:12]}
     torch.manual_seed(0)
