@@ -27,8 +27,6 @@ import argparse
 import copy
 import json
 import math
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +37,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from machine import describe as machine  # noqa: E402  (bench/machine.py: CPU, flags)
+from machine import load  # noqa: E402
 
 from engine.backbones import build_backbone  # noqa: E402
 from engine.data import ImageFolderDataset  # noqa: E402
@@ -52,25 +54,6 @@ KS = (20, 200)
 
 
 # ------------------------------------------------------------------------------- machine
-def machine() -> dict:
-    info: dict = {"cpus": os.cpu_count(), "torch": torch.__version__}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        fields = dict(
-            (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in out.splitlines())
-        )
-        info["model"] = fields.get("Model name", "")
-        flags = fields.get("Flags", "").split()
-        info["flags"] = " ".join(f for f in flags if f.startswith(("avx", "amx", "fma", "f16c")))
-    except (OSError, subprocess.SubprocessError):
-        info["model"] = "unknown (no lscpu)"
-    return info
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 # ------------------------------------------------------------------------------- features
 def knn_rows(extractor: FeatureExtractor, train, val) -> dict[str, float]:
     tx, ty = cached_features(extractor, train, batch_size=250, num_workers=0)
