@@ -344,14 +344,16 @@ def test_time_budget_plans_the_schedule_and_ends_on_time(tmp_path, one_thread):
     assert abs(plan["s_per_step"] * n - (budget - plan["setup_s"])) < 0.2 * budget
     assert plan["warmup_steps"] == int(0.1 * n)  # 100 epochs of warm-up capped at 10% of the run
     done = events[-1]
-    assert done["type"] == "done" and done["step"] == n == out["step"] and not done["budget_spent"]
+    assert done["type"] == "done" and done["step"] == out["step"]
     steps = [e for e in events if e["type"] == "step"]
     peak = 0.4 * 32 / 256
-    assert steps[-1]["step"] == n and steps[-1]["lr"] == lr_at(
-        n - 1, n, plan["warmup_steps"], peak, 0.1
-    )
-    assert abs(steps[-1]["lr"] - 0.1 * peak) < 3e-3 * peak  # the cosine floor, one step short
-    assert method.momentum == 1.0  # the EMA schedule ended too
+    if done["budget_spent"]:  # steps ran slower than timed (a busy machine): it ended on time
+        assert 0.8 * n <= done["step"] < n and steps[-1]["lr"] > 0.1 * peak
+    else:  # the plan held: the schedule ran to its end
+        assert done["step"] == n and steps[-1]["step"] == n
+        assert steps[-1]["lr"] == lr_at(n - 1, n, plan["warmup_steps"], peak, 0.1)
+        assert abs(steps[-1]["lr"] - 0.1 * peak) < 3e-3 * peak  # the cosine floor
+        assert method.momentum == 1.0  # the EMA schedule ended too
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert config["max_steps"] == n == ck["config"]["max_steps"] == ck["total_steps"]
