@@ -17,6 +17,7 @@ FEATURE_KINDS = {
     "image_text": "image and text embeddings in one space (photo search, zero-shot)",
     "reconstruction": "the pretext task's own output (MAE reconstructions, colorizations)",
     "tokens": "a discrete visual token per patch (a BEiT tokenizer: the dvae method)",
+    "slots": "soft object masks per image [B, K, h, w], summing to 1 over K slots (slot models)",
 }
 BACKBONE_KINDS = ("global", "dense")  # what any backbone gives (exports, named models)
 

@@ -29,7 +29,9 @@ declare_methods(
             "relpatch": "relpatch",
             "rotation": "rotation",
             "simclr": "simclr",
+            "slot_attention": "slots",
             "splitbrain": "splitbrain",
+            "spot": "slots",
             "supcon": "supcon",
         }.items()
     }
