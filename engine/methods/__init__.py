@@ -25,6 +25,7 @@ declare_methods(
             "maskfeat": "maskfeat",
             "moco_v2": "moco",
             "moco_v3": "moco",
+            "obow": "obow",
             "pixelcnn": "pixelcnn",
             "relpatch": "relpatch",
             "rotation": "rotation",
