@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--epochs", type=int, default=30)
     f.add_argument("--lr", type=float, default=0.01, help="backbone lr (head: 10x)")
     f.set_defaults(func=run_finetune)
-    for name in ("video", "multimodal"):  # other packages add their protocols here
+    for name in ("video", "multimodal", "slots"):  # other modules add their protocols here
         try:
             module = importlib.import_module(f"app.commands.{name}")
         except ModuleNotFoundError:

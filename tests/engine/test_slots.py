@@ -130,6 +130,19 @@ def test_spot_teacher_loss_falls_and_gives_slot_masks(teacher_run):
     assert m.shape == (3, 5, 4, 4) and torch.allclose(m.sum(1), torch.ones(3, 4, 4), atol=1e-5)
 
 
+def test_eval_slots_command_scores_a_run_and_its_untrained_twin(teacher_run, capsys):
+    from app.cli import main
+
+    assert main(["eval", "slots", "--run", str(teacher_run), "--baseline", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "fg_ari" in out and "untrained" in out
+    import json
+
+    r = json.loads((teacher_run / "eval" / "slots_objects.json").read_text())
+    assert r["images"] == 40 and 0 <= r["fg_ari"] <= 1 and 0 < r["mbo"] <= 1
+    assert 0 < r["baseline"]["mbo"] <= 1
+
+
 def test_spot_student_distils_the_teacher_and_resumes_exactly(encoder, teacher_run, tmp_path):
     def cfg(run):
         m = {"decoder_blocks": 2, "teacher": str(teacher_run), "finetune_blocks": 1}
