@@ -23,6 +23,7 @@ declare_methods(
             "jigsaw": "jigsaw",
             "mae": "mae",
             "maskfeat": "maskfeat",
+            "moca": "moca",
             "moco_v2": "moco",
             "moco_v3": "moco",
             "obow": "obow",
