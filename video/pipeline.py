@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import UserError
+from video.annotations import KEYPOINTS_HEADER
 from video.io import FolderReader, VideoReader, VideoWriter, open_video
 from video.jf import evaluate_sequence
 from video.masks import DAVIS_PALETTE, object_ids, read_mask, write_mask
@@ -22,7 +23,6 @@ from video.propagation import PropagationConfig, propagate_keypoints, propagate_
 
 Progress = Callable[[int, int], None]  # (frames done, total)
 StageProgress = Callable[[int, int, str], None]  # (done, total, stage)
-KEYPOINTS_HEADER = "frame,point,object,x,y"
 
 
 def overlay(

@@ -158,6 +158,21 @@ def add_eval_commands(ev: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--device", default="auto")
     c.set_defaults(func=run_clips)
+    k = ev.add_parser(
+        "correspondence",
+        help="PCK of dense features: matches on warped image pairs and keypoint tracks in a video",
+    )
+    k.add_argument(
+        "--images", help="held-out images to warp (default: the sample's validation images)"
+    )
+    k.add_argument("--video", help="video or frame folder with --tracks (default: the sample)")
+    k.add_argument(
+        "--tracks", help="ground-truth keypoints CSV of --video (frame,point,object,x,y)"
+    )
+    k.add_argument("--image-size", type=int, default=64, help="size of the warped pairs")
+    k.add_argument("--seed", type=int, default=0, help="seed of the homographies")
+    _features_args(k)
+    k.set_defaults(func=run_correspondence)
 
 
 def _parse_points(values: list[str]) -> list[tuple[float, ...]]:
@@ -381,6 +396,38 @@ def run_clips(args) -> int:
         )
     )
     out = write_result(args.checkpoint, "clips", {"rows": rows, "data": args.data})
+    if out:
+        print(f"wrote {out}")
+    return 0
+
+
+def run_correspondence(args) -> int:
+    """The model and the raw-pixel (Lab) baseline, side by side on the same pairs and tracks."""
+    from engine.evaluation.common import format_table, write_result
+    from engine.sample import sample_images_dir, sample_root
+    from video.correspondence import correspondence_pck, folder_images, keypoint_tracking_pck
+    from video.features import LabFeatures
+    from video.sample import SEQ, keypoints_path
+
+    features, cfg, device = _setup(args)
+    images = folder_images(args.images or sample_images_dir() / "val", args.image_size)
+    video_root = sample_root() / "video"
+    video = args.video or video_root / "JPEGImages" / "480p" / SEQ
+    tracks = args.tracks or keypoints_path(video_root)
+    rows = []
+    for name, feats in ((args.checkpoint, features), ("lab (raw pixels)", LabFeatures())):
+        if rows and str(args.checkpoint).lower() == "lab":
+            break  # the model is the baseline
+        pairs = correspondence_pck(feats, images, seed=args.seed)
+        track = keypoint_tracking_pck(feats, video, tracks, cfg, args.impl, device)
+        rows.append(
+            {"model": name}
+            | {f"pairs {k}": v for k, v in pairs.items() if k.startswith(("pck", "median"))}
+            | {f"tracks {k}": v for k, v in track.items() if k.startswith(("pck", "median"))}
+        )
+    print(f"{len(images)} warped pairs of {args.image_size} px; tracks: {tracks}")
+    print(format_table(rows, list(rows[0])))
+    out = write_result(args.checkpoint, "correspondence", {"rows": rows, "video": str(video)})
     if out:
         print(f"wrote {out}")
     return 0

@@ -7,6 +7,7 @@ declare_methods(
     {
         "colorization_video": "video.methods.colorization",
         "cpc": "video.methods.cpc",
+        "dense_object_nets": "video.methods.dense_object_nets",
         "maskfeat_video": "video.methods.maskfeat_video",
     }
 )
