@@ -39,7 +39,7 @@ def test_data_page_lists_classes_and_unreadable_files(window, qtbot, tmp_path):
     assert page.class_table.rowCount() == 2
     assert "2 file(s) will be skipped" in page.bad_label.text()
     # thumbnails: the good ones decode (and land in the disk cache), the bad ones are flagged
-    page.grid.thumbs.set_items(page.listing.items)
+    page.grid.thumbs.set_items(page.thumb_items)
     for row in range(8):
         page.grid.thumbs.data(page.grid.thumbs.index(row), 1)  # DecorationRole asks for it
     wait_until(
