@@ -40,7 +40,7 @@ def check_all(s: DataSession) -> int:
 
 def test_sessions_import_no_qt():
     code = (
-        "import sys, app.gui.sessions.data;"
+        "import sys, app.gui.sessions.data, app.gui.sessions.train;"
         "print([m for m in sys.modules if m.split('.')[0] in ('PySide6','pyqtgraph','shiboken6')])"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

@@ -2,12 +2,13 @@
 
 Training is `selfsup train ...` in a child process (app.gui.jobs.CliJob); the page only reads
 the run directory the trainer writes (events.jsonl, via EventTail on a timer), so a run started
-from a terminal can be watched the same way and the window never waits on training.
+from a terminal can be watched the same way and the window never waits on training. The command
+line, start/resume decisions, curves, status and the runs table live in the Qt-free
+`app.gui.sessions.train.TrainSession`; this page renders them and runs the child process.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pyqtgraph as pg
@@ -33,21 +34,24 @@ from PySide6.QtWidgets import (
 )
 
 from app.gui import jobs
-from app.gui.config_form import DataclassForm, flag_value
+from app.gui.config_form import DataclassForm
 from app.gui.errors import show_error
 from app.gui.jobs import CliJob, cli_command
 from app.gui.paths import Settings, data_dir, default_runs_root
-from app.gui.runs import RunCurves, format_duration
-from app.gui.sessions.knn import KnnCheck, class_folders
+from app.gui.sessions.knn import class_folders
+from app.gui.sessions.train import (
+    DEFAULT_METHOD,
+    TrainSession,
+    backbone_names,
+    method_choices,
+    shows_in_log,
+)
 from app.gui.style import CURVE_COLOURS, MUTED
 from app.gui.widgets import Page, PathPicker, info_label, std_icon
 from engine.config import OptimConfig, TrainConfig
 from engine.errors import UserError
-from engine.events import EventTail
-from engine.run import RunDir
 
 TRAIN_SKIP = ("data", "method", "backbone", "run_dir")
-TQDM_LINE = re.compile(r"^\s*\d+%\|")
 STATUS_COLOURS = {
     "running": "#2f6fed",
     "done": "#027a48",
@@ -56,12 +60,6 @@ STATUS_COLOURS = {
     "interrupted": "#b54708",
     "new": MUTED,
 }
-
-
-def backbone_names() -> list[str]:
-    from engine.backbones import BACKBONES
-
-    return [*BACKBONES, "vit_tiny_p8", "vit_small_p8"]
 
 
 class TrainPage(Page):
@@ -78,15 +76,10 @@ class TrainPage(Page):
         self.job = CliJob(self)
         self.job.output.connect(self._on_output)
         self.job.finished.connect(self._on_finished)
-        self.active_run: Path | None = None  # the run our child process trains
-        self.watched: Path | None = None  # the run whose curves are shown
-        self.curves = RunCurves()
-        self.tail: EventTail | None = None
+        self.session = TrainSession(self.job.is_running)
+        self.session.watching.connect(self._clear_plots)
         self.method_form: DataclassForm | None = None
-        self._spec = None
-        self._summaries: dict[Path, tuple] = {}
-        self._final_status = ""
-        self.knn = KnnCheck()
+        self.knn = self.session.knn
         self.knn.changed.connect(self._render_knn)
         self.knn_job = CliJob(self)
         self.knn_job.finished.connect(self._knn_finished)
@@ -312,16 +305,19 @@ class TrainPage(Page):
         )
         return box
 
-    # ---- kNN check -----------------------------------------------------------------------------
-    def _knn_select(self, run: Path | None) -> None:
-        """Tell the check which run is selected; scan its folders for classes off the GUI thread."""
-        finished = (
-            run is not None
-            and not (run == self.active_run and self.job.is_running())
-            and RunDir(run).status() != "running"
-        )
-        self.knn.set_run(run, finished)
+    @property
+    def curves(self):
+        return self.session.curves
 
+    @property
+    def active_run(self) -> Path | None:
+        return self.session.active_run
+
+    @property
+    def watched(self) -> Path | None:
+        return self.session.watched
+
+    # ---- kNN check -----------------------------------------------------------------------------
     def _scan_knn_folders(self) -> None:
         todo = self.knn.folders_to_scan()
         if not todo:
@@ -357,16 +353,12 @@ class TrainPage(Page):
 
     # ---- method and form ---------------------------------------------------------------------
     def _populate_methods(self) -> None:
-        from engine.registry import list_methods
-
         self.method_combo.blockSignals(True)
         self.method_combo.clear()
-        specs = sorted(list_methods(), key=lambda s: (s.family, s.name))
-        for s in specs:
-            self.method_combo.addItem(f"{s.name}  ·  {s.family or s.data}", s.name)
+        for text, name in method_choices():
+            self.method_combo.addItem(text, name)
         self.method_combo.blockSignals(False)
-        i = self.method_combo.findData("simclr")
-        self.method_combo.setCurrentIndex(max(0, i))
+        self.method_combo.setCurrentIndex(max(0, self.method_combo.findData(DEFAULT_METHOD)))
         self._method_changed()
 
     def select_method(self, name: str) -> None:
@@ -376,22 +368,14 @@ class TrainPage(Page):
         self.method_combo.setCurrentIndex(i)
 
     def _method_changed(self) -> None:
-        from engine.registry import get_method
-
         name = self.method_combo.currentData()
         if not name:
             return
-        spec = get_method(name)
-        self._spec = spec
-        self.method_desc.setText(
-            spec.description + (f"  (data: {spec.data})" if spec.data != "images" else "")
-        )
-        d = spec.defaults
-        train_over = {k: v for k, v in d.items() if k in self.train_form.widgets}
-        optim_over = {k: v for k, v in d.items() if k in self.optim_form.widgets}
-        self.train_form.set_defaults(train_over)
-        self.optim_form.set_defaults(optim_over)
-        self.backbone_combo.setCurrentText(str(d.get("backbone", TrainConfig.backbone)))
+        spec = self.session.set_method(name)
+        self.method_desc.setText(self.session.description())
+        self.train_form.set_defaults(self.session.defaults(self.train_form.widgets))
+        self.optim_form.set_defaults(self.session.defaults(self.optim_form.widgets))
+        self.backbone_combo.setCurrentText(self.session.default_backbone)
         if self.method_form is not None:
             self.method_box_layout.removeWidget(self.method_form)
             self.method_form.deleteLater()
@@ -399,58 +383,31 @@ class TrainPage(Page):
         self.method_box_layout.addWidget(self.method_form)
         self.method_box.setTitle(f"{spec.name} options")
         self.method_box.setVisible(bool(self.method_form.widgets))
-        captions = spec.data == "captions"
-        self.data_picker.kind = "captions" if captions else "folders"
-        self.data_picker.mode = "any" if captions else "dir"
-        self.data_picker.file_filter = (
-            "Caption tables (*.tsv *.csv);;All files (*)" if captions else ""
-        )
-        self.data_picker.combo.lineEdit().setPlaceholderText(
-            "caption file (.tsv/.csv) or a folder of images with .txt captions"
-            if captions
-            else "folder of images (videos for video methods)"
-        )
-        self.data_picker.refresh_recent()
+        data = self.session.data_input()
+        picker = self.data_picker
+        picker.kind, picker.mode, picker.file_filter = data.recent, data.mode, data.file_filter
+        picker.combo.lineEdit().setPlaceholderText(data.placeholder)
+        picker.refresh_recent()
+
+    def _root(self) -> Path:
+        return Path(self.runs_root.text().strip() or default_runs_root()).expanduser()
 
     def build_args(self) -> tuple[list[str], Path]:
-        """The `selfsup train` command line for the form; flags only where values differ from
-        the method's defaults, so the command reads like one a person would type."""
-        data = self.data_picker.path()
-        if not data:
-            raise UserError("choose the training data first (a folder of images)")
-        if not Path(data).expanduser().exists():
-            raise UserError(f"{data}: no such folder or file")
-        method = self.method_combo.currentData()
-        root = Path(self.runs_root.text().strip() or default_runs_root()).expanduser()
-        name = self.run_name.text().strip()
-        run_dir = (RunDir(root / name) if name else RunDir.new(method, root)).path
-        RunDir(run_dir).check_new()
-        args = [
-            "train",
-            "--data",
-            str(Path(data).expanduser()),
-            "--method",
-            method,
-            "--run-dir",
-            str(run_dir),
-        ]
-        backbone = self.backbone_combo.currentText().strip()
-        if backbone != str(self._spec.defaults.get("backbone", TrainConfig.backbone)):
-            args += ["--backbone", backbone]
-        forms = [self.train_form, self.optim_form] + (
-            [self.method_form] if self.method_form else []
+        """The `selfsup train` command line for the form (TrainSession.command)."""
+        forms = [self.train_form, self.optim_form, self.method_form]
+        changed = [kv for f in forms if f is not None for kv in f.changed_values().items()]
+        return self.session.command(
+            self.data_picker.path(),
+            self._root(),
+            self.run_name.text().strip(),
+            self.backbone_combo.currentText().strip(),
+            changed,
         )
-        for form in forms:
-            for k, v in form.changed_values().items():
-                args += ["--" + k.replace("_", "-"), flag_value(v)]
-        return args, run_dir
 
     # ---- actions -----------------------------------------------------------------------------
     def start(self) -> None:
-        if self.job.is_running():
-            show_error(self, "a run is already training; stop it first")
-            return
         try:
+            self.session.check_idle()
             args, run_dir = self.build_args()
         except UserError as e:
             show_error(self, e)
@@ -466,23 +423,18 @@ class TrainPage(Page):
         self.resume(run)
 
     def resume(self, run_dir: str | Path) -> None:
-        run = RunDir(run_dir)
-        if self.job.is_running():
-            show_error(self, "a run is already training; stop it first")
+        try:
+            args = self.session.resume_command(run_dir)
+        except UserError as e:
+            show_error(self, e)
             return
-        if not run.can_resume():
-            show_error(self, f"{run}: nothing to resume, no checkpoint")
-            return
-        if run.status() == "done":
-            show_error(self, f"{run}: this run already finished")
-            return
-        self._launch(["train", "--resume", str(run)], run.path)
+        self._launch(args, Path(run_dir).expanduser())
 
     def _launch(self, args: list[str], run_dir: Path) -> None:
         self.log_view.clear()
         self.command_label.setText("$ " + " ".join(cli_command(args)))
-        self.active_run = run_dir
-        self.watch(run_dir)
+        self.session.launched(run_dir)
+        self._redraw()
         self.status_label.setText(self._status_html("starting"))
         self.job.start(args)
         self.settings.add_recent("runs", run_dir)
@@ -500,9 +452,11 @@ class TrainPage(Page):
     # ---- watching a run ------------------------------------------------------------------------
     def watch(self, run_dir: str | Path) -> None:
         """Show this run's curves; new events keep arriving through the timer."""
-        self.watched = Path(run_dir)
-        self.tail = EventTail(self.watched)  # re-reads the whole file: curves start from scratch
-        self.curves = RunCurves()
+        self.session.watch(run_dir)
+        self._redraw()
+        self._update_buttons()
+
+    def _clear_plots(self, run: Path) -> None:
         for c in self.loss_curves.values():
             self.loss_plot.removeItem(c)
         self.loss_curves.clear()
@@ -510,23 +464,14 @@ class TrainPage(Page):
         if legend is not None:
             legend.clear()
         self.lr_curve.setData([], [])
-        self.run_label.setText(self.watched.name)
-        self._final_status = ""
-        self.curves.add(self.tail.poll())
-        self._redraw()
-        self._update_buttons()
+        self.run_label.setText(run.name)
 
     def _poll(self) -> None:
         """Timer: redraw only when the run wrote something new."""
-        if self.tail is None:
-            return
-        events = self.tail.poll()
-        if not events:
-            return
-        first = self.curves.state.phase == "new"
-        self.curves.add(events)
-        self._redraw()
-        if first and events and self.watched == self.active_run:
+        new = self.session.poll()
+        if new:
+            self._redraw()
+        if new == "appeared":
             self.refresh_runs(select=self.watched)  # the new run's folder exists now
 
     def _redraw(self) -> None:
@@ -545,39 +490,16 @@ class TrainPage(Page):
                 self.loss_curves[k] = curve
             curve.setData([p[0] for p in pts], [p[1] for p in pts])
         self.lr_curve.setData([p[0] for p in c.lr], [p[1] for p in c.lr])
-        total = max(1, c.total_steps)
-        self.progress.setRange(0, total)
-        self.progress.setValue(min(c.step, total))
-        self.progress.setFormat(
-            f"step {c.step} / {c.total_steps}  (%p%)"
-            if c.total_steps
-            else "waiting for the first step…"
-        )
-        active = (
-            self.watched is not None and self.watched == self.active_run and self.job.is_running()
-        )
-        if active:
-            parts = [f"{c.images_per_s:.0f} images/s" if c.images_per_s else "measuring speed…"]
-            if c.eta_s and c.step:
-                parts.append(f"ETA {format_duration(c.eta_s)}")
-            loss = c.losses.get("loss")
-            if loss:
-                parts.append(f"loss {loss[-1][1]:.4f}")
-            if c.state.precision:
-                parts.append(c.state.precision)
-            self.stats_label.setText("  ·  ".join(parts))
-            self.stats_label.setToolTip(c.state.precision_reason)
-            if not self.job.stopping:
-                self.status_label.setText(self._status_html("running"))
-        elif self.watched is not None:
-            st = c.state.status(RunDir(self.watched).alive())
-            if st in ("new", "running", "interrupted") and self._final_status:
-                st = self._final_status  # the child died before its run could say so
-            self.status_label.setText(self._status_html(st))
-            loss = c.losses.get("loss")
-            last = f"last loss {loss[-1][1]:.4f}" if loss else "no steps logged"
-            msg = f" · {c.state.message}" if c.state.message else ""
-            self.stats_label.setText(f"{last}{msg}")
+        m = self.session.monitor(self.job.stopping)
+        self.progress.setRange(0, max(1, m.total))
+        self.progress.setValue(min(m.step, max(1, m.total)))
+        self.progress.setFormat(m.bar_format)
+        if m.status:
+            self.status_label.setText(self._status_html(m.status))
+        if m.stats is not None:
+            self.stats_label.setText(m.stats)
+        if m.stats_tip is not None:
+            self.stats_label.setToolTip(m.stats_tip)
 
     def _status_html(self, status: str, extra: str = "") -> str:
         colour = STATUS_COLOURS.get(status, MUTED)
@@ -587,93 +509,46 @@ class TrainPage(Page):
 
     # ---- child process ------------------------------------------------------------------------
     def _on_output(self, line: str) -> None:
-        if TQDM_LINE.match(line):
-            return  # the progress bar above shows it
-        self.log_view.appendPlainText(line)
+        if shows_in_log(line):
+            self.log_view.appendPlainText(line)
 
     def _on_finished(self, code: int, message: str) -> None:
-        run = self.active_run
-        stopped = self.job.stopping
         self._poll()
-        self.active_run = None
+        run = self.active_run
+        ended = self.session.finish(self.job.stopping, message)
         self._update_buttons()
-        if run is None:
+        if ended is None:
             return
-        status = RunDir(run).status()
-        if status not in ("done", "stopped", "failed"):  # no terminal event: the child died
-            status = "stopped" if stopped else "failed"
-            if run == self.watched:
-                self._final_status = status
-        if status == "failed" and not stopped:
-            show_error(self, message or "training stopped unexpectedly", "training")
-        self.status_label.setText(
-            self._status_html(
-                status,
-                "resume it with “Resume selected”"
-                if status == "stopped" and RunDir(run).can_resume()
-                else "",
-            )
-        )
-        self._redraw_status_only(status)
+        status, error, hint = ended
+        if error:
+            show_error(self, error, "training")
+        self.status_label.setText(self._status_html(status, hint))
+        self.stats_label.setText(self.session.finished_text(status))
         self.refresh_runs(select=run)
-        self._knn_select(self.selected_run())
+        self.session.select_for_knn(self.selected_run())
         self.run_finished.emit(str(run), status)
-
-    def _redraw_status_only(self, status: str) -> None:
-        c = self.curves
-        loss = c.losses.get("loss")
-        self.stats_label.setText(
-            (f"finished: loss {loss[-1][1]:.4f}" if loss else "no steps logged")
-            if status == "done"
-            else f"{status} at step {c.step}"
-        )
 
     # ---- runs list ------------------------------------------------------------------------------
     def refresh_runs(self, select: Path | None = None) -> None:
         select = select or self.watched
         self.runs_tree.blockSignals(True)
         self.runs_tree.clear()
-        root = Path(self.runs_root.text().strip() or default_runs_root()).expanduser()
-        runs = [r.path for r in RunDir.find(root)]
-        extra = [
-            Path(p)
-            for p in self.settings.recent("runs")
-            if Path(p).parent != root and Path(p).is_dir()
-        ]
         chosen = None
-        for run in runs + extra:
-            s = self._summary(run)
-            ours = run == self.active_run and self.job.is_running()
-            st = "running" if ours else s["state"].status(RunDir(run).alive())
-            loss = f"{s['loss']:.4f}" if s["loss"] is not None else ""
-            step = f"{s['step']}/{s['total_steps']}" if s["total_steps"] else str(s["step"])
-            it = QTreeWidgetItem([s["name"], s["method"], s["backbone"], st, step, loss])
-            it.setData(0, Qt.ItemDataRole.UserRole, str(run))
-            it.setToolTip(0, str(run))
-            it.setForeground(3, pg.mkColor(STATUS_COLOURS.get(st, MUTED)))
-            if s["message"]:
-                it.setToolTip(3, s["message"])
+        for row in self.session.runs(self._root(), self.settings.recent("runs")):
+            cols = [row.name, row.method, row.backbone, row.status, row.step, row.loss]
+            it = QTreeWidgetItem(cols)
+            it.setData(0, Qt.ItemDataRole.UserRole, str(row.path))
+            it.setToolTip(0, str(row.path))
+            it.setForeground(3, pg.mkColor(STATUS_COLOURS.get(row.status, MUTED)))
+            if row.message:
+                it.setToolTip(3, row.message)
             self.runs_tree.addTopLevelItem(it)
-            if select is not None and run.resolve() == Path(select).resolve():
+            if select is not None and row.path.resolve() == Path(select).resolve():
                 chosen = it
         self.runs_tree.blockSignals(False)
         if chosen is not None:
             self.runs_tree.setCurrentItem(chosen)
         self._update_buttons()
-
-    def _summary(self, run: Path) -> dict:
-        """RunDir.summary, re-read only when the events changed (long runs have big event files)."""
-        ev = RunDir(run).events_path
-        try:
-            st = ev.stat()
-            key = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            key = None
-        hit = self._summaries.get(run)
-        if hit is None or hit[0] != key or key is None:
-            hit = (key, RunDir(run).summary())
-            self._summaries[run] = hit
-        return hit[1]
 
     def selected_run(self) -> Path | None:
         it = self.runs_tree.currentItem()
@@ -685,25 +560,21 @@ class TrainPage(Page):
             self.watch(run)
             self.command_label.setText("")
         self._update_buttons()
-        self._knn_select(run)
+        self.session.select_for_knn(run)
 
     def open_run(self, run_dir: str | Path) -> None:
         """`selfsup gui RUN_DIR`: show that run (its folder becomes the runs folder)."""
-        run_dir = Path(run_dir).expanduser().resolve()
-        if not run_dir.is_dir():
-            raise UserError(f"{run_dir}: run folder not found")
-        if not RunDir(run_dir).exists():
-            raise UserError(f"{run_dir}: not a run directory (no config.json or events.jsonl)")
+        run_dir, cfg = self.session.open_run(run_dir)
         self.runs_root.setText(str(run_dir.parent))
         self.settings.add_recent("runs", run_dir)
-        try:
-            cfg = RunDir(run_dir).config()
-            if cfg.data:
-                self.data_picker.set_path(cfg.data, emit=False)
-            self.select_method(cfg.method)
-            self.backbone_combo.setCurrentText(cfg.backbone)
-        except UserError:
-            pass
+        if cfg is not None:
+            try:
+                if cfg.data:
+                    self.data_picker.set_path(cfg.data, emit=False)
+                self.select_method(cfg.method)
+                self.backbone_combo.setCurrentText(cfg.backbone)
+            except UserError:
+                pass
         self.refresh_runs(select=run_dir)
         self.watch(run_dir)
 
@@ -721,17 +592,10 @@ class TrainPage(Page):
         running = self.job.is_running()
         self.start_btn.setEnabled(not running)
         self.stop_btn.setEnabled(running and not self.job.stopping)
-        sel = self.selected_run() if hasattr(self, "runs_tree") else None
-        self.resume_btn.setEnabled(
-            not running
-            and sel is not None
-            and RunDir(sel).can_resume()
-            and RunDir(sel).status() != "done"
-        )
+        if hasattr(self, "runs_tree"):
+            self.resume_btn.setEnabled(self.session.can_resume(self.selected_run()))
         if hasattr(self, "inspect_btn"):
-            self.inspect_btn.setEnabled(
-                self.watched is not None and RunDir(self.watched).can_resume()
-            )
+            self.inspect_btn.setEnabled(self.session.can_inspect())
 
     def shutdown(self) -> None:
         self.timer.stop()
