@@ -19,7 +19,7 @@ def build_backbone(name: str, image_size: int = 224, **kwargs) -> nn.Module:
     """kwargs: small_stem and output_stride (ResNets: 8 or 16 for dense features); depth, mask_token (only methods that mask patches ask for
     the [MASK] embedding), drop_path, pos_embed ("learned" | "sincos" | "sincos_rows"), init
     ("default" | "mae" | "mocov3"), heads, layerscale, registers, interpolation ("size" |
-    "dino" | "antialias") for ViTs (see engine/backbones/vit.py). Options of the other family are ignored."""
+    "dino" | "antialias"), global_pool ("cls" | "avg") for ViTs (see engine/backbones/vit.py). Options of the other family are ignored."""
     if name in ("resnet18", "resnet50"):
         return ResNetBackbone(
             int(name[6:]),
@@ -54,6 +54,7 @@ def build_backbone(name: str, image_size: int = 224, **kwargs) -> nn.Module:
             layerscale=kwargs.get("layerscale"),
             registers=kwargs.get("registers", 0),
             interpolation=kwargs.get("interpolation", "size"),
+            global_pool=kwargs.get("global_pool", "cls"),
         )
     raise UserError(
         f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)} (ViTs take _p8/_p16 etc.)"

@@ -170,9 +170,15 @@ class ViT(nn.Module):
         layerscale: float | None = None,
         registers: int = 0,
         interpolation: str = "size",
+        global_pool: str = "cls",
     ):
         super().__init__()
         dim, default_depth, default_heads = VIT_SIZES[size]
+        if global_pool not in ("cls", "avg"):
+            raise UserError(f"unknown ViT global pooling '{global_pool}' (cls | avg)")
+        # the global embedding: the [CLS] token, or the mean patch token for methods whose
+        # losses never reach [CLS] (MOCA, which the paper evaluates by average pooling)
+        self.global_pool = global_pool
         depth, heads = depth or default_depth, heads or default_heads
         if interpolation not in ("size", "dino", "antialias"):
             raise UserError(f"unknown ViT position interpolation '{interpolation}'")
@@ -201,6 +207,7 @@ class ViT(nn.Module):
         extra = {"heads": heads if heads != default_heads else None, "layerscale": layerscale}
         extra |= {"registers": registers or None}
         extra |= {"interpolation": interpolation if interpolation != "size" else None}
+        extra |= {"global_pool": global_pool if global_pool != "cls" else None}
         self.arch.update({k: v for k, v in extra.items() if v is not None})
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -302,7 +309,8 @@ class ViT(nn.Module):
         return self.norm(t)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_tokens(x)[:, 0]
+        t = self.forward_tokens(x)
+        return t[:, self.num_prefix_tokens :].mean(1) if self.global_pool == "avg" else t[:, 0]
 
     def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
         """The last layer's patch tokens after the norm, as a map (DINO's video protocol and

@@ -215,7 +215,9 @@ class Codebook(nn.Module):
 
 
 class MOCA(Method):
-    backbone_kwargs = {"pos_embed": "sincos", "init": "mae"}  # as the official ViTEncoder
+    # as the official ViTEncoder; the global feature is the mean patch token, which the paper
+    # evaluates (its losses never train [CLS])
+    backbone_kwargs = {"pos_embed": "sincos", "init": "mae", "global_pool": "avg"}
     eval_backbone_prefix = "teacher_backbone."  # the paper evaluates the teacher
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: MOCAConfig):

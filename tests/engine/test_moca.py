@@ -152,6 +152,14 @@ def test_loss_falls_on_the_sample(shapes_dir, tmp_path):
     ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert ck["model"]["codebook.words"].shape == (64, 192)
     assert int(ck["model"]["codebook.ptr"]) == (24 * 8) % 64
+    # the global feature is the teacher's mean patch token, as the paper evaluates
+    from engine.features import load_features
+
+    ex = load_features(tmp_path / "run", "global")
+    x = torch.randint(0, 255, (2, 3, 16, 16), dtype=torch.uint8)
+    tokens = ex.backbone.forward_tokens(ex.prepare(x))[:, 1:]
+    assert torch.allclose(ex.embed(x), tokens.mean(1), atol=1e-5)
+    assert torch.equal(ex.backbone.pos_embed, ck["model"]["teacher_backbone.pos_embed"])
 
 
 def test_resume_replays_exactly(shapes_dir, tmp_path):
