@@ -202,6 +202,51 @@ def load_features(
     return load_feature_extractor(src, device).set_precision(precision)
 
 
+def random_init_features(
+    source: Any,
+    kind: str = "global",
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    precision: str = "auto",
+):
+    """The untrained baseline that learned features must beat: the same model with freshly
+    initialised (seeded) weights, as the same kind of extractor. A run is rebuilt through its
+    method (so custom backbones and method-built extractors work: PixelCNN, CPC v2, iGPT, dVAE,
+    colorization, Dense Object Nets); another source by its backbone architecture."""
+    import dataclasses
+
+    from engine.backbones import build_backbone
+
+    src = resolve(source)
+    spec = method_spec_of(src)
+    name = f"random-init:{spec.name if spec else '?'}:seed{seed}"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if spec is None:
+            trained = load_features(src, kind, "cpu", precision)
+            arch = dict(getattr(trained, "arch", {}) or {})
+            if not arch:
+                raise UserError(f"{src}: no backbone architecture recorded to rebuild it untrained")
+            ex = FeatureExtractor(
+                build_backbone(**arch),
+                trained.mean,
+                trained.std,
+                trained.image_size,
+                f"random-init:{arch.get('name', '?')}:seed{seed}",
+            )
+            return ex.to(device).set_precision(precision)
+        from engine.build import build_method, config_of
+
+        cfg = dataclasses.replace(config_of(src), init_from="")
+        method = build_method(cfg).to(device).eval()
+    if spec.features is not None:
+        out = spec.features(method, kind, name)
+        if out is not None:
+            return _with_precision(out, precision)
+    ex = FeatureExtractor(method.backbone, image_size=cfg.image_size, source=name)
+    return ex.to(device).set_precision(precision)
+
+
 def _with_precision(extractor: Any, precision: str) -> Any:
     """Extractors built by a method's spec take the precision where they can (CLIP's image tower
     is a FeatureExtractor inside its ClipEmbedder)."""

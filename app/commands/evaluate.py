@@ -88,35 +88,6 @@ def _report(name: str, rows: list[dict], columns: list[str], source: str, result
         print(f"wrote {out}")
 
 
-def random_init_like(extractor, seed: int = 0):
-    """The extractor's backbone architecture with freshly initialised (seeded) weights, same
-    preprocessing: the untrained baseline that learned features must beat."""
-    import torch
-
-    from engine.backbones import build_backbone
-    from engine.errors import UserError
-    from engine.features import FeatureExtractor
-
-    arch = dict(getattr(extractor, "arch", {}) or {})
-    if not arch:
-        raise UserError(
-            f"{extractor.source}: --baseline needs the backbone architecture, which this model does not record"
-        )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        backbone = build_backbone(**arch)
-    out = FeatureExtractor(
-        backbone,
-        mean=extractor.mean,
-        std=extractor.std,
-        image_size=extractor.image_size,
-        source=f"random-init:{arch.get('name', '?')}:seed{seed}",
-    ).to(extractor.device)
-    # the same inference precision as the trained model, so only the weights differ
-    out.requested_precision = getattr(extractor, "requested_precision", "auto")
-    return out
-
-
 def _knn_scores(extractor, s, args) -> dict:
     from engine.evaluation.common import cached_features
     from engine.evaluation.knn import knn_accuracy
@@ -141,7 +112,12 @@ def run_knn(args) -> int:
     if args.baseline:
         if job is not None:
             job.progress(1, stages, "random init")
-        base = _knn_scores(random_init_like(extractor, args.seed), s, args)
+        from engine.features import random_init_features
+
+        untrained = random_init_features(
+            args.checkpoint, "global", extractor.device, args.seed, args.precision
+        )
+        base = _knn_scores(untrained, s, args)
         base.update(seed=args.seed)
         r["baseline"] = base
         r["gain"] = r["top1"] - base["top1"]

@@ -414,10 +414,16 @@ def run_correspondence(args) -> int:
     video_root = sample_root() / "video"
     video = args.video or video_root / "JPEGImages" / "480p" / SEQ
     tracks = args.tracks or keypoints_path(video_root)
+    models = [(args.checkpoint, features), ("lab (raw pixels)", LabFeatures())]
+    if str(args.checkpoint).lower() != "lab":
+        from engine.features import random_init_features
+
+        untrained = random_init_features(args.checkpoint, "dense", device, args.seed)
+        models.insert(1, ("same model, random init", untrained))
+    else:
+        models = models[:1]
     rows = []
-    for name, feats in ((args.checkpoint, features), ("lab (raw pixels)", LabFeatures())):
-        if rows and str(args.checkpoint).lower() == "lab":
-            break  # the model is the baseline
+    for name, feats in models:
         pairs = correspondence_pck(feats, images, seed=args.seed)
         track = keypoint_tracking_pck(feats, video, tracks, cfg, args.impl, device)
         rows.append(

@@ -57,11 +57,10 @@ def test_knn_baseline_reports_both_rows(capsys, tiny_run, shapes_dir, tmp_path):
 def test_random_init_is_seeded_and_differs_from_the_trained_weights(tiny_run):
     import torch
 
-    from app.commands.evaluate import random_init_like
-    from engine.features import load_features
+    from engine.features import load_features, random_init_features
 
     ext = load_features(str(tiny_run), "global")
-    a, b, c = (random_init_like(ext, s) for s in (0, 0, 1))
+    a, b, c = (random_init_features(tiny_run, "global", seed=s) for s in (0, 0, 1))
 
     def state(e):
         sd = e.backbone.state_dict().values()

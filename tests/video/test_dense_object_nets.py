@@ -76,7 +76,10 @@ def test_valid_pixels_are_drawn_only_where_valid():
     valid[0, 1, 2] = valid[0, 3, 0] = True
     pts = corr.sample_valid_pixels(valid, torch.tensor([[0.1, 0.9], [0.3, 0.7]]))
     assert pts[0].tolist() == [[2.5, 1.5], [0.5, 3.5]]
-    assert pts[1].tolist() == [[3.5, 3.5], [3.5, 3.5]]  # nothing valid: the last pixel, weighted out
+    assert pts[1].tolist() == [
+        [3.5, 3.5],
+        [3.5, 3.5],
+    ]  # nothing valid: the last pixel, weighted out
 
 
 def test_pck_by_hand():
@@ -135,6 +138,12 @@ def test_loss_falls_on_the_sample_video(sample, tmp_path):
     feats = load_features(tmp_path / "run", "dense")
     out = feats(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
     assert out.shape == (2, 16, 4, 4) and feats.stride == 8
+    # the untrained baseline is rebuilt through the method: the same kind of extractor
+    from engine.features import random_init_features
+
+    base = random_init_features(tmp_path / "run", "dense")
+    assert type(base) is type(feats) and base(torch.zeros(1, 3, 32, 32)).shape == (1, 16, 4, 4)
+    assert not torch.equal(base.method.net.head.weight, feats.method.net.head.weight)
 
 
 def test_stop_and_resume_replays_exactly(sample, tmp_path):
