@@ -46,7 +46,7 @@ from engine.backbones import build_backbone  # noqa: E402
 from engine.data import ImageFolderDataset  # noqa: E402
 from engine.evaluation.common import cached_features  # noqa: E402
 from engine.evaluation.knn import knn_accuracy  # noqa: E402
-from engine.features import FeatureExtractor, load_feature_extractor  # noqa: E402
+from engine.features import FeatureExtractor, load_features, random_init_features  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "cifar10-subset"
 OUT = ROOT / "bench" / "results" / "knn_all_methods.json"
@@ -75,6 +75,17 @@ def random_init(arch: str, size: int, seed: int, train, val) -> dict[str, float]
     return knn_rows(
         FeatureExtractor(build_backbone(arch, size), source=f"random {arch}"), train, val
     )
+
+
+def held_out_bits(run: Path, val) -> dict[str, float]:
+    """Bits per dimension of the validation images for the likelihood models (PixelCNN)."""
+    from engine.build import load_method
+
+    method, _ = load_method(run)
+    if not hasattr(method, "evaluate_bits"):
+        return {}
+    images = torch.stack([val[i]["image"] for i in range(len(val))])
+    return {"bits_per_dim": method.evaluate_bits(images)}
 
 
 # ------------------------------------------------------------------------------- training
@@ -211,8 +222,9 @@ def table(rows: list[dict]) -> str:
         latest[r["method"]] = r
     lines = [
         "| method | family | backbone | batch | steps (epochs) | s/step | kNN k=20 | kNN k=200 "
-        "| random init k=20 / k=200 | vs random (k=200) | budget min | load before / after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| random init k=20 / k=200 | vs random (k=200) | bits/dim | budget min "
+        "| load before / after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(latest.values(), key=lambda r: -r["knn200"]):
         rnd = r.get("random")
@@ -220,12 +232,13 @@ def table(rows: list[dict]) -> str:
         sps = f"{r['s_per_step']:.2f}" if r.get("s_per_step") else "-"
         rr = f"{rnd['knn20']:.3f} / {rnd['knn200']:.3f}" if rnd else "-"
         delta = f"{100 * (r['knn200'] - rnd['knn200']):+.1f} pt" if rnd else "-"
+        bits = f"{r['bits_per_dim']:.3f}" if "bits_per_dim" in r else "-"
         lb, la = r.get("load_before", ["-"])[0], r.get("load_after", ["-"])[0]
         stamp = " (--allow-load)" if r.get("allow_load") else ""
         lines.append(
             f"| {r['method']} | {r.get('family', '')} | {r.get('backbone', '-')} "
             f"| {r.get('batch_size', '-')} | {ep} | {sps} | {r['knn20']:.3f} | {r['knn200']:.3f} "
-            f"| {rr} | {delta} | {r.get('budget_minutes', '-')} | {lb} / {la}{stamp} |"
+            f"| {rr} | {delta} | {bits} | {r.get('budget_minutes', '-')} | {lb} / {la}{stamp} |"
         )
     return "\n".join(lines)
 
@@ -287,9 +300,14 @@ def main() -> int:
         if spec.data != "images":
             ap.error(f"{args.method} trains on {spec.data}, not images")
         runs = Path(args.runs) if args.runs else Path(tempfile.mkdtemp(prefix="knn-bench-"))
-        row.update(family=spec.family, **train_ours(args.method, args, runs / args.method))
-        row.update(knn_rows(load_feature_extractor(runs / args.method), train, val))
-    if row.get("backbone", "-") != "-":
+        run = runs / args.method
+        row.update(family=spec.family, **train_ours(args.method, args, run))
+        # what the method declares as its global features (MOCA: mean patch token; PixelCNN,
+        # CPC v2, iGPT: their own encoders), and the same model rebuilt untrained
+        row.update(knn_rows(load_features(run, "global"), train, val))
+        row["random"] = knn_rows(random_init_features(run, "global", seed=args.seed), train, val)
+        row.update(held_out_bits(run, val))
+    if row.get("backbone", "-") != "-" and "random" not in row:
         row["random"] = random_init(row["backbone"], args.image_size, args.seed, train, val)
     after = load()
     row.update(
