@@ -1,12 +1,14 @@
 """What the Features page shows, computed off the GUI thread (Qt-free: plain arrays).
 
 One call loads a feature extractor and a sample of a labelled image folder, embeds it, and
-computes the attention maps / patch features of a few chosen images with `engine.visualize`.
-The page then renders overlays from these arrays; sliders only redo the cheap parts.
+computes the attention maps / patch features of a few chosen images with `engine.visualize`
+(and, for an object-centric model, the slot masks of those images). The page then renders
+overlays from these arrays; sliders only redo the cheap parts.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,11 @@ class FeatureSet:
     dense: torch.Tensor  # [n, C, h, w] of the chosen images
     attention: dict[str, np.ndarray] | None = None  # ViT: heads [n,H,h,w], mean [n,h,w]
     stages: list[np.ndarray] = field(default_factory=list)  # ResNet: [n, h_s, w_s] per stage
+    # object-centric models ("slots" feature kind): soft masks of the chosen images [n, K, h, w]
+    # (sum 1 over K), the default kind of mask; slot_masks holds every kind the model gives
+    slots: np.ndarray | None = None
+    slot_masks: dict[str, np.ndarray] = field(default_factory=dict)  # SLOT_MASKS key -> masks
+    slots_hint: str = ""  # a model without slots: which methods give them
 
     @property
     def is_vit(self) -> bool:
@@ -50,6 +57,10 @@ class FeatureSet:
     def label_name(self, i: int) -> str:
         lab = int(self.labels[i])
         return self.classes[lab] if 0 <= lab < len(self.classes) else Path(self.files[i]).stem
+
+
+# The kinds of slot mask a slot model gives (its extractor's `which`), the default first.
+SLOT_MASKS = {"decoder": "decoder masks", "slots": "slot-attention masks"}
 
 
 def pick_evenly(n: int, k: int) -> list[int]:
@@ -89,7 +100,7 @@ def compute_features(
     """Embeddings of up to `max_database` images at the model's own input size; attention and
     patch features of `n_show` of them at `map_size` (0 = auto_map_size)."""
     from engine.data import load_images
-    from engine.features import load_features
+    from engine.features import load_features, produces
     from engine.visualize import attention_arrays, conv_attention_arrays, pixel_features
     from engine.visualize.neighbours import embed_batched
 
@@ -129,7 +140,112 @@ def compute_features(
             fs.stages = conv_attention_arrays(ex, sel)
         except Exception:  # noqa: BLE001 - a backbone without stages simply has no maps
             fs.stages = []
+    if "slots" in produces(source):
+        fs.slot_masks = slot_masks_of(load_features(source, "slots"), display[chosen])
+        fs.slots = next(iter(fs.slot_masks.values()), None)
+    else:
+        fs.slots_hint = no_slots_hint()  # here, off the GUI thread: it imports every method
     return fs
+
+
+def slot_masks_of(ex, images: torch.Tensor) -> dict[str, np.ndarray]:
+    """A "slots" extractor's soft masks [n, K, h, w] of uint8 images, for each kind of mask it
+    gives (SLOT_MASKS: a slot model's decoder masks and its slot attention's), the default
+    first; an extractor without `which` gives its one kind."""
+    if not hasattr(ex, "which"):
+        return {"": ex.masks(images).float().cpu().numpy()}
+    default = ex.which
+    out = {}
+    for which in sorted(SLOT_MASKS, key=lambda w: w != default):
+        ex.which = which
+        try:
+            out[which] = ex.masks(images).float().cpu().numpy()
+        except NotImplementedError:  # a slot model without a decoder
+            continue
+        finally:
+            ex.which = default
+    return out
+
+
+@functools.cache
+def slot_methods() -> tuple[str, ...]:
+    """The methods whose runs give slot masks (imports every method module: seconds, once)."""
+    from engine.registry import get_method, method_names
+
+    names = []
+    for name in method_names():
+        try:
+            if "slots" in get_method(name).produces:
+                names.append(name)
+        except Exception:  # noqa: BLE001 - a method whose optional dependency is missing
+            continue
+    return tuple(names)
+
+
+def no_slots_hint() -> str:
+    names = ", ".join(slot_methods()) or "none is loaded"
+    return f"This model has no slots: only object-centric runs give slot masks ({names})."
+
+
+def slot_colour(k: int) -> tuple[int, int, int]:
+    from engine.visualize.figures import PALETTE
+
+    return PALETTE[k % len(PALETTE)]
+
+
+def slot_segmentation(masks: np.ndarray, size: int) -> np.ndarray:
+    """Soft masks [K, h, w] -> the winning slot of each pixel [size, size] (bilinear upsampling,
+    then argmax over the slots: what FG-ARI / mBO score, engine.evaluation.objects)."""
+    from engine.evaluation.objects import labels_from_masks
+
+    return labels_from_masks(torch.from_numpy(masks)[None], (size, size))[0].numpy()
+
+
+def slot_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """Each pixel of uint8 [H, W, 3] tinted by its slot's colour, slot borders in white."""
+    colours = np.asarray([slot_colour(k) for k in range(int(labels.max()) + 1)], np.float64)
+    out = image * (1 - alpha) + colours[labels] * alpha
+    edge = np.zeros_like(labels, bool)
+    edge[1:, :] |= labels[1:, :] != labels[:-1, :]
+    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    out[edge] = 255
+    return (out + 0.5).astype(np.uint8)
+
+
+def slot_panels(
+    fs: FeatureSet, row: int, which: str, cell: int, thumb: int
+) -> tuple[list[tuple], list[tuple]]:
+    """The row-th shown image of a slot model: (image, its segmentation coloured per slot) at
+    `cell` px, and each slot's soft mask as a grey thumbnail (white = 1) framed in its colour,
+    captioned with its share of the image."""
+    from engine.visualize.figures import resize
+
+    masks = fs.slot_masks.get(which, fs.slots)[row]  # [K, h, w]
+    i = fs.chosen[row]
+    img = resize(fs.rgb(i), cell)
+    labels = slot_segmentation(masks, cell)
+    used = len(np.unique(labels))
+    big = [
+        (img, fs.label_name(i)),
+        (slot_overlay(img, labels), f"{used} of {len(masks)} slots used"),
+    ]
+    small = []
+    for k, m in enumerate(masks):
+        grey = (np.clip(m, 0, 1) * 255 + 0.5).astype(np.uint8)
+        grey = resize(np.repeat(grey[..., None], 3, axis=2), thumb, nearest=True)
+        small.append((grey, f"{k}: {float(m.mean()):.0%}", slot_colour(k)))
+    return big, small
+
+
+def slots_note(fs: FeatureSet, which: str) -> str:
+    masks = fs.slot_masks.get(which, fs.slots)
+    k, h, w = masks.shape[1:]
+    what = SLOT_MASKS.get(which, "masks")
+    return (
+        f"{k} slots, {what} on a {h}x{w} patch grid. Colours: the slot that wins each pixel "
+        "(argmax, what FG-ARI / mBO score); grey: each slot's soft mask (white = all of the "
+        "pixel) and its share of the image."
+    )
 
 
 def embedding_2d(fs: FeatureSet, method: str = "pca") -> np.ndarray:

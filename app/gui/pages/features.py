@@ -1,5 +1,6 @@
 """Features page: what did the model learn? Attention heads, PCA of patch features, nearest
-neighbours, and an embedding scatter plot, for a checkpoint and a folder of images.
+neighbours, an embedding scatter plot and (object-centric models) slot masks, for a checkpoint
+and a folder of images.
 
 The heavy part (loading the model, embedding a few hundred images) runs once in a worker
 thread (app.gui.features_model); sliders and selections re-render from the cached arrays.
@@ -35,7 +36,15 @@ from PySide6.QtWidgets import (
 
 from app.gui import jobs
 from app.gui.errors import show_error
-from app.gui.features_model import FeatureSet, comparison_panels, default_images_for, embedding_2d
+from app.gui.features_model import (
+    SLOT_MASKS,
+    FeatureSet,
+    comparison_panels,
+    default_images_for,
+    embedding_2d,
+    slot_panels,
+    slots_note,
+)
 from app.gui.paths import Settings, published_models
 from app.gui.sessions.features import FeaturesSession
 from app.gui.widgets import Page, PanelGrid, PathPicker, info_label, std_icon, to_qimage
@@ -43,6 +52,7 @@ from engine.errors import UserError
 
 MODEL_FILTER = "Models (*.pt *.pth *.safetensors);;All files (*)"
 CELL = 150
+THUMB = 64  # a slot's soft mask on the Slots tab
 K_NEIGHBOURS = 6
 
 
@@ -123,6 +133,7 @@ class FeaturesPage(Page):
         self.tabs.addTab(self._pca_tab(), "PCA of patches")
         self.tabs.addTab(self._neighbours_tab(), "Nearest neighbours")
         self.tabs.addTab(self._embedding_tab(), "Embedding")
+        self.slots_index = self.tabs.addTab(self._slots_tab(), "Slots")
         self.tabs.addTab(self._compare_tab(), "Compare")
         self.outer.addWidget(self.tabs, 1)
 
@@ -187,6 +198,32 @@ class FeaturesPage(Page):
         self.cmp_grid = PanelGrid(CELL - 20)
         lay.addWidget(self.cmp_note)
         lay.addWidget(self._scroll(self.cmp_grid), 1)
+        return w
+
+    def _slots_tab(self) -> QWidget:
+        w = QWidget()
+        lay = QVBoxLayout(w)
+        top = QHBoxLayout()
+        self.slot_note = info_label(
+            "Compute an object-centric model (a slot model) to see how its slots split each image into objects.",
+            muted=True,
+        )
+        top.addWidget(self.slot_note, 1)
+        self.slot_which_label = QLabel("masks")
+        self.slot_which = QComboBox()
+        self.slot_which.setToolTip(
+            "the decoder's masks (what the papers evaluate) or slot attention's own (which slot each patch went to)"
+        )
+        self.slot_which.currentIndexChanged.connect(self._render_slots)
+        top.addWidget(self.slot_which_label)
+        top.addWidget(self.slot_which)
+        lay.addLayout(top)
+        self.slot_list = QWidget()
+        self.slot_rows_layout = QVBoxLayout(self.slot_list)
+        self.slot_rows_layout.setContentsMargins(0, 0, 0, 0)
+        self.slot_rows_layout.addStretch(1)
+        self.slot_rows: list[QWidget] = []  # one per shown image
+        lay.addWidget(self._scroll(self.slot_list), 1)
         return w
 
     def _attention_tab(self) -> QWidget:
@@ -374,6 +411,7 @@ class FeaturesPage(Page):
         self._render_attention()
         self._render_pca()
         self._render_neighbours()
+        self._fill_slot_choices()
         self._render_comparison()
         self._compute_embedding()
 
@@ -465,6 +503,50 @@ class FeaturesPage(Page):
             ]
             panels += [(np.zeros((cell, cell, 3), np.uint8), "")] * (cols - len(idx))
         self.pca_grid.set_panels(panels, cols=cols)
+
+    def _fill_slot_choices(self) -> None:
+        fs = self.fs
+        has = fs.slots is not None
+        self.tabs.setTabEnabled(self.slots_index, has)
+        self.tabs.setTabToolTip(self.slots_index, "" if has else fs.slots_hint)
+        if not has and self.tabs.currentIndex() == self.slots_index:
+            self.tabs.setCurrentIndex(0)
+        self.slot_which.blockSignals(True)
+        self.slot_which.clear()
+        for which in fs.slot_masks:
+            self.slot_which.addItem(SLOT_MASKS.get(which, "masks"), which)
+        self.slot_which.blockSignals(False)
+        both = len(fs.slot_masks) > 1
+        self.slot_which.setVisible(both)
+        self.slot_which_label.setVisible(both)
+        self._render_slots()
+
+    def _render_slots(self) -> None:
+        fs = self.fs
+        for r in self.slot_rows:
+            r.hide()  # gone now, not at the next turn of the event loop
+            r.setParent(None)
+            r.deleteLater()
+        self.slot_rows = []
+        if fs is None:
+            return
+        if fs.slots is None:
+            self.slot_note.setText(fs.slots_hint)
+            return
+        which = self.slot_which.currentData() or next(iter(fs.slot_masks), "")
+        self.slot_note.setText(slots_note(fs, which))
+        for row in range(len(fs.chosen)):
+            big, small = slot_panels(fs, row, which, CELL, THUMB)
+            w = QWidget()
+            lay = QHBoxLayout(w)
+            lay.setContentsMargins(0, 0, 0, 0)
+            images, masks = PanelGrid(CELL), PanelGrid(THUMB)
+            images.set_panels(big, cols=len(big))
+            masks.set_panels(small, cols=min(len(small), 8))
+            lay.addWidget(images)
+            lay.addWidget(masks, 1)
+            self.slot_rows_layout.insertWidget(len(self.slot_rows), w)
+            self.slot_rows.append(w)
 
     def _render_neighbours(self) -> None:
         from engine.visualize import nearest_neighbours
