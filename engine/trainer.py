@@ -173,6 +173,7 @@ class Trainer:
                 pin_memory=self.device.type == "cuda",
                 persistent_workers=workers > 0,
                 prefetch_factor=4 if workers else None,
+                worker_init_fn=_worker_ignores_stop_signals if workers else None,
             )
         return self._loader
 
@@ -500,6 +501,14 @@ class Trainer:
         return DataLoader(
             self.dataset, batch_size=batch_size, shuffle=False, num_workers=self.cfg.num_workers
         )
+
+
+def _worker_ignores_stop_signals(_worker_id: int) -> None:
+    """A Stop aimed at the whole process group (Ctrl-C in a terminal, `kill -- -PGID`, `pkill -f`)
+    reaches the loader workers too; killed workers would crash the run before it checkpoints.
+    They ignore it and the main process stops cleanly (workers exit with it)."""
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)
 
 
 class _NoBar:

@@ -132,6 +132,27 @@ def test_sigkill_then_resume_matches_uninterrupted(shapes_dir, tmp_path):
         assert resumed[step] == pytest.approx(ref_losses[step], rel=1e-5, abs=1e-6), step
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
+def test_stop_sent_to_the_whole_process_group_stops_cleanly_with_loader_workers(
+    shapes_dir, tmp_path
+):
+    """Ctrl-C in a terminal (or `kill -- -PGID`, `pkill -f`) reaches the DataLoader workers too;
+    they must not die and crash the run: it stops after its step with a checkpoint."""
+    run = tmp_path / "group"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "app", "train", "--data", str(shapes_dir), "--run-dir", str(run)]
+    cmd += ["--max-steps", "200", *TINY, "--num-workers", "1"]  # the last flag wins
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(e["type"] == "step" for e in read_events(run)):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert read_events(run)[-1]["type"] == "stopped"
+    assert RunDir(run).status() == "stopped" and RunDir(run).has_checkpoint()
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo process group test")
 def test_two_process_ddp_equals_one_process(shapes_dir, tmp_path):
     # NCHW on both sides: oneDNN's channels_last convolutions pick batch-size dependent kernels.
