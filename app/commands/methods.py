@@ -53,10 +53,11 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    width = max(len(r["name"]) for r in rows)
     for family in sorted({r["family"] for r in rows}):
         print(f"\n{family or 'other'}:")
         for r in (r for r in rows if r["family"] == family):
-            print(f"  {r['name']:<14} {r['description']}")
+            print(f"  {r['name']:<{width}} {r['description']}")
             opts = {**r["train_defaults"], **r["options"]}
-            print("  " + " " * 15 + ", ".join(f"{k}={v}" for k, v in opts.items()))
+            print("  " + " " * (width + 1) + ", ".join(f"{k}={v}" for k, v in opts.items()))
     return 0
