@@ -42,6 +42,38 @@ class ClipImageTower(nn.Module):
         return self.visual(x)
 
 
+class LockedImageTower(nn.Module):
+    """LiT (Zhai et al. 2022) with any engine model: its global features, frozen (weights and
+    BatchNorm statistics), then a trainable linear head into the shared space. Images arrive
+    normalised with the CLIP model's statistics and are re-normalised with the tower's own."""
+
+    def __init__(self, features, replaces: nn.Module, clip_stats: tuple, source: str):
+        super().__init__()
+        self.backbone = features.backbone.eval().requires_grad_(False)
+        self.output_dim, self.source = int(replaces.output_dim), source
+        for name in ("image_size", "preprocess_cfg", "image_mean", "image_std"):  # open_clip reads
+            if hasattr(replaces, name):
+                setattr(self, name, getattr(replaces, name))
+        self.head = nn.Linear(features.embed_dim, self.output_dim)
+        (cm, cs), (tm, ts) = clip_stats, (features.mean, features.std)
+        for name, v in (("clip_mean", cm), ("clip_std", cs), ("own_mean", tm), ("own_std", ts)):
+            self.register_buffer(name, torch.tensor(v).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> LockedImageTower:
+        super().train(mode)
+        self.backbone.eval()  # locked: BatchNorm keeps the statistics it was trained with
+        return self
+
+    def lock(self, unlocked_groups: int = 0, freeze_bn_stats: bool = True) -> None:
+        """open_clip's lock_image_tower: the backbone is always locked; the head learns."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x * self.clip_std + self.clip_mean - self.own_mean) / self.own_std
+        with torch.no_grad():
+            f = self.backbone(x)
+        return self.head(f.float())
+
+
 class Clip(Method):
     adam_betas = (0.9, 0.98)  # CLIP paper / open_clip's training default (beta2 0.98)
 
@@ -137,6 +169,12 @@ def build_clip(cfg: TrainConfig, m: ClipConfig) -> Clip:
         else {}
     )
     model = create_clip(m.model, m.pretrained, image_size=cfg.image_size, **kwargs)
+    if m.image_tower:
+        from engine.features import load_features
+
+        tower = load_features(m.image_tower, "global")
+        stats = preprocess_stats(model)
+        model.visual = LockedImageTower(tower, model.visual, stats, m.image_tower)
     return Clip(model, m, m.pretrained if m.pretrained.startswith("local-dir:") else m.model)
 
 

@@ -22,6 +22,11 @@ class ClipConfig:
     lock_image: bool = opt(False, "freeze the image tower (LiT), train the text tower")
     lock_text: bool = opt(False, "freeze the text tower, train the image tower")
     lock_unlocked_groups: int = opt(0, "keep the last N layer groups of a locked tower trainable")
+    image_tower: str = opt(
+        "",
+        "LiT with your own image model: a run, export or published model whose global features, "
+        "locked, become the image tower (a trainable linear head maps them to the shared space)",
+    )
     max_logit_scale: float = opt(100.0, "clamp of the learnable temperature exp(t)")
     local_loss: bool = opt(
         True, "DDP: each rank scores its own rows against all (open_clip --local-loss)"

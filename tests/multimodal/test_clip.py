@@ -154,3 +154,37 @@ def test_trainer_run_checkpoint_loads_through_pretrained_path(tmp_path, make_pho
     sd = from_file.state_dict()
     assert all(torch.equal(v, from_run.state_dict()[k]) for k, v in sd.items())
     assert not all(torch.equal(v, fresh.state_dict()[k]) for k, v in sd.items())
+
+
+def test_lit_with_an_own_image_model_locks_it_and_trains_head_and_text(make_photo_fn, tmp_path):
+    """--image-tower: an exported engine backbone becomes the image tower; its weights and
+    BatchNorm statistics stay as they were, the linear head and the text tower learn, and the
+    image embedding is head(backbone(image re-normalised with the backbone's own statistics))."""
+    from engine.backbones import build_backbone
+    from engine.features import FeatureExtractor, export_backbone, load_features
+
+    torch.manual_seed(0)
+    ex = FeatureExtractor(build_backbone("resnet18", 32), source="tower")
+    path = export_backbone(ex, tmp_path / "tower.safetensors")
+    m = _method(image_tower=str(path))
+    tower = m.model.visual
+    frozen0 = {k: v.clone() for k, v in tower.backbone.state_dict().items()}
+    head0, text0 = tower.head.weight.clone(), m.model.token_embedding.weight.clone()
+    batch = _batch(make_photo_fn, tmp_path, 4)
+    m.train()
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    for step in range(2):
+        m.set_step_context(0, step)
+        loss = m(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(torch.equal(v, tower.backbone.state_dict()[k]) for k, v in frozen0.items())
+    assert not torch.equal(head0, tower.head.weight)
+    assert not torch.equal(text0, m.model.token_embedding.weight)
+    own = load_features(path, "global")
+    x = batch["image"][:2]
+    with torch.no_grad():
+        clip_x = (x.float() / 255 - m.mean) / m.std
+        want = tower.head(own.embed(x))
+        assert torch.allclose(tower(clip_x), want, atol=1e-4)
