@@ -27,14 +27,7 @@ from engine.methods.moca import (
 )
 from tests.engine.method_runs import assert_stop_and_resume_replay, step_values, tiny_run
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The test machine is shared: OpenMP threads fighting over busy cores are 10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_code_assignments_and_bag_of_codes_by_hand():

@@ -35,14 +35,7 @@ from engine.methods.splitbrain import SplitBrain, SplitBrainConfig
 from engine.methods.tiles import crop_patches, drop_color_channels, normalize_patches
 from engine.registry import list_methods
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tests run beside other jobs on 2 cores; one thread avoids oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_vit(size: int, patch: int = 4):

@@ -329,16 +329,6 @@ class _Noise(torch.utils.data.Dataset):
         return {"x": torch.randn(32, generator=torch.Generator().manual_seed(i))}
 
 
-@pytest.fixture
-def one_thread():
-    """Timing tests: one intra-op thread (spinning threads on a shared machine make step times
-    swing by 10x)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _budget_cfg(seconds: float, **kw) -> TrainConfig:
     cfg = TrainConfig(
         data="mem", method="test", time_budget=seconds / 60, batch_size=32, num_workers=0,
