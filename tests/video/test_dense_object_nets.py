@@ -144,6 +144,13 @@ def test_loss_falls_on_the_sample_video(sample, tmp_path):
     base = random_init_features(tmp_path / "run", "dense")
     assert type(base) is type(feats) and base(torch.zeros(1, 3, 32, 32)).shape == (1, 16, 4, 4)
     assert not torch.equal(base.method.net.head.weight, feats.method.net.head.weight)
+    # the Video page offers the run's descriptors as propagation features (dense, not global)
+    from app.gui.paths import Settings, recent_models
+
+    settings = Settings(tmp_path / "settings.json")
+    settings.add_recent("runs", tmp_path / "run")
+    assert recent_models(settings, "dense") == [str((tmp_path / "run").resolve())]
+    assert recent_models(settings, "global") == []
 
 
 def test_stop_and_resume_replays_exactly(sample, tmp_path):
