@@ -37,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 METHODS = ["simclr", "moco_v2", "byol", "dino", "barlow_twins"]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-subset" / "train"
@@ -369,18 +370,21 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--skip-lightly", action="store_true")
     p.add_argument("--json", type=Path, help="write the results here too")
+    p.add_argument("--allow-load", action="store_true", help="run on a busy machine (stamped)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.data.is_dir():
         print(f"skipped: {args.data} is absent (the benchmark data lives beside the project)")
         return
+    from machine import finish, guard  # bench/machine.py: CPU, flags, load guard
+
+    info = guard(args.allow_load)
     results = {
-        "machine": machine(),
+        "machine": info,
         "args": {k: str(v) for k, v in vars(args).items()},
         "methods": [],
     }
-    print(f"# {results['machine']}", flush=True)
     for method in args.methods.split(","):
         load0 = os.getloadavg()[0]
         r = bench_method(method, args)
@@ -389,21 +393,10 @@ def main() -> None:
         print(json.dumps(r), flush=True)
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
+    finish(info)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
     print(table(results))
-
-
-def machine() -> str:
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def table(results: dict) -> str:
