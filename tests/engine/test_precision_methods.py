@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from engine.backbones import build_backbone
-from tests.engine.test_methods import TINY_ARGS, _build, one_thread, shapes_batches  # noqa: F401
+from tests.engine.test_methods import TINY_ARGS, _build, shapes_batches  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOLERANCE = 0.05  # relative: bf16 keeps 8 bits of mantissa in the matmuls and convolutions
 
