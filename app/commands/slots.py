@@ -82,7 +82,10 @@ def run_slots(args) -> int:
         rows = [{"model": "trained", **r}, {"model": "untrained", **base}]
         columns = ["model", *columns]
     print(format_table(rows, columns))
-    out = write_result(args.run, f"slots_{r['kind']}", r)
+    # one file per data kind and mask kind: slots_objects.json (decoder masks, the papers'
+    # protocol), slots_objects_slots.json (slot attention's), slots_davis[...].json
+    suffix = "" if args.masks == "decoder" else f"_{args.masks}"
+    out = write_result(args.run, f"slots_{r['kind']}{suffix}", r)
     if out:
         print(f"wrote {out}")
     args.result = r

@@ -1,6 +1,6 @@
 """Two gloo processes through the trainer for the methods the simclr DDP test does not cover:
-a ViT method that never uses a [MASK] token (MAE), a masking one (MaskFeat) and MoCo v2's
-ShuffleBN across ranks. Before the mask token became optional, MAE's unused token made DDP fail
+a ViT method that never uses a [MASK] token (MAE), a masking one (MaskFeat), MoCo v2's
+ShuffleBN across ranks, and the queues that every rank must keep identical (OBoW, MOCA). Before the mask token became optional, MAE's unused token made DDP fail
 at step 2 ("Expected to have finished reduction in the prior iteration")."""
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ RUNS = {  # method -> (backbone, image size, method options): tiny, a few second
     "mae": ("vit_tiny", 16, {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2}),
     "maskfeat": ("vit_tiny", 16, {}),
     "moco_v2": ("resnet18", 16, {"proj_hidden_dim": 16, "proj_dim": 8, "queue_size": 16}),
+    # queues of teacher features gathered from every rank (OBoW's vocabulary, MOCA's codebook)
+    "obow": ("resnet18", 16, {"num_words": 16}),
+    "moca": ("vit_tiny", 16, {"num_words": 16, "num_new_words": 4}),
 }
 
 
@@ -52,7 +55,10 @@ def _train(method: str, run_dir: str) -> dict[str, float]:
     )
     cfg = apply_method_defaults(train, {"warmup_epochs": 0.0}, method)
     torch.manual_seed(cfg.seed)
-    return Trainer(cfg, build_method(cfg), _Images(), run_dir).fit()["losses"]
+    model = build_method(cfg)
+    losses = Trainer(cfg, model, _Images(), run_dir).fit()["losses"]
+    words = [b for name, b in model.named_buffers() if name.endswith("words")]
+    return {**losses, "words": [w.double().sum().item() for w in words]}
 
 
 def _worker(rank: int, port: int, root: str, out: dict) -> None:
@@ -90,6 +96,8 @@ def test_vit_masked_and_shufflebn_methods_train_under_two_process_ddp(tmp_path):
     for method in RUNS:  # three steps each, the same reduced loss on both ranks
         assert out[0][method]["loss"] == pytest.approx(out[1][method]["loss"], rel=1e-6)
         assert torch.isfinite(torch.tensor(out[0][method]["loss"]))
+    for method in ("obow", "moca"):  # every rank keeps the same queue of words
+        assert out[0][method]["words"] == out[1][method]["words"], method
     # MAE draws its masks and views for the global batch and has no batch norm: two processes
     # compute what one does (up to the gradient all-reduce's rounding)
     assert out[0]["mae"]["loss"] == pytest.approx(one["loss"], rel=1e-3)
