@@ -66,18 +66,23 @@ def _loss(m: Clip, batch) -> float:
         return m(batch)["loss"].item()
 
 
-def test_training_steps_lower_the_loss(make_photo_fn, tmp_path):
-    m = _method()
-    batch = _batch(make_photo_fn, tmp_path)
-    before = _loss(m, batch)
-    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=2e-3)
-    for step in range(25):
+def _steps(m: Clip, batch, steps: int, lr: float) -> None:
+    """AdamW on the trainable parameters, as the trainer would (clamp after each step)."""
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=lr)
+    for step in range(steps):
         m.set_step_context(0, step)
         loss = m(batch)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
-        m.on_step_end(step + 1, 25)
+        m.on_step_end(step + 1, steps)
+
+
+def test_training_steps_lower_the_loss(make_photo_fn, tmp_path):
+    m = _method()
+    batch = _batch(make_photo_fn, tmp_path)
+    before = _loss(m, batch)
+    _steps(m, batch, 25, lr=2e-3)
     after = _loss(m, batch)
     assert before > 1.8  # about log(8) = 2.08 for an untrained model
     assert after < 0.7 * before
@@ -96,13 +101,7 @@ def test_locked_image_tower_stays_fixed_while_text_trains(make_photo_fn, tmp_pat
     visual0 = {k: v.clone() for k, v in m.model.visual.state_dict().items()}
     text0 = m.model.token_embedding.weight.clone()
     batch = _batch(make_photo_fn, tmp_path, 4)
-    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
-    for step in range(2):
-        m.set_step_context(0, step)
-        loss = m(batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _steps(m, batch, 2, lr=1e-2)
     assert all(torch.equal(v, m.model.visual.state_dict()[k]) for k, v in visual0.items())
     assert not torch.equal(text0, m.model.token_embedding.weight)
     with pytest.raises(UserError, match="nothing to train"):
@@ -172,13 +171,7 @@ def test_lit_with_an_own_image_model_locks_it_and_trains_head_and_text(make_phot
     head0, text0 = tower.head.weight.clone(), m.model.token_embedding.weight.clone()
     batch = _batch(make_photo_fn, tmp_path, 4)
     m.train()
-    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
-    for step in range(2):
-        m.set_step_context(0, step)
-        loss = m(batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _steps(m, batch, 2, lr=1e-2)
     assert all(torch.equal(v, tower.backbone.state_dict()[k]) for k, v in frozen0.items())
     assert not torch.equal(head0, tower.head.weight)
     assert not torch.equal(text0, m.model.token_embedding.weight)

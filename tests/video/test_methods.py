@@ -84,7 +84,7 @@ def test_colorization_trains_and_propagates(sample, tmp_path):
     from video.propagation import propagate_masks
 
     feats = load_dense_features(tmp_path / "run")
-    assert type(feats).__name__ == "ColorizationFeatures" and feats.stride == 8
+    assert type(feats.method).__name__ == "ColorizationVideo" and feats.stride == 8
     # the spec says what the run gives; asking for anything else is a one-line error
     from engine.errors import UserError
     from engine.features import load_feature_extractor, load_features, produces

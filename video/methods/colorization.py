@@ -7,7 +7,7 @@ A_ij = softmax_i(f_i . f_j / T) points each target position at reference positio
 predicted colour distribution y_j = sum_i A_ij c_i copies the references' (one-hot) colours.
 Loss: cross-entropy of y_j against the target's true colour cluster. Copying is the only way
 to colour the target, so the pointer learns to follow regions through time, and the embedding
-then propagates masks exactly like any other dense feature (`ColorizationFeatures`).
+then propagates masks exactly like any other dense feature (`NetFeatures` over `net`).
 
 Paper: 3 reference frames, predict the 4th; 256x256 input -> 32x32 embeddings of 64 dims;
 ResNet-18 + 3D convolutions, Adam lr 1e-3, batch 32. Here: a 2D head (3x3 conv + 1x1 conv)
@@ -25,7 +25,6 @@ from torch import Tensor, nn
 
 from engine import augment
 from engine.augment import normalize
-from engine.backbones import build_backbone, is_vit
 from engine.color import gray_rgb, rgb_to_lab
 from engine.config import opt
 from engine.errors import UserError
@@ -33,6 +32,7 @@ from engine.kmeans import assign, kmeans
 from engine.losses import fp32
 from engine.methods.base import Method
 from engine.registry import MethodSpec, register_method
+from video.methods.common import NetFeatures, dilated_resnet
 
 NAME = "colorization_video"
 
@@ -146,34 +146,8 @@ class ColorizationVideo(Method):
         return {"loss": loss, "color_acc": acc}
 
 
-class ColorizationFeatures:
-    """A trained colorization embedding as a dense feature source for label propagation."""
-
-    def __init__(self, method: ColorizationVideo, source: str = ""):
-        self.method = method.eval()
-        self.stride = method.net.stride
-        self.source = source
-
-    @torch.no_grad()
-    def __call__(self, images: Tensor) -> Tensor:
-        dev = self.method.centroids.device
-        x = images.to(dev)
-        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        return self.method.net(x)
-
-    def __repr__(self) -> str:
-        return f"ColorizationFeatures({self.source}, stride={self.stride})"
-
-
 def build_colorization(cfg, m: ColorizationVideoConfig) -> ColorizationVideo:
-    if not cfg.backbone.startswith("resnet"):
-        raise UserError(
-            f"colorization_video needs a ResNet backbone (resnet18, resnet50), not {cfg.backbone}"
-        )
-    backbone = build_backbone(cfg.backbone, cfg.image_size, small_stem=False, output_stride=8)
-    if is_vit(backbone):
-        raise UserError("colorization_video needs a ResNet backbone")
-    return ColorizationVideo(backbone, cfg.image_size, m)
+    return ColorizationVideo(dilated_resnet(cfg, NAME), cfg.image_size, m)
 
 
 register_method(
@@ -185,7 +159,7 @@ register_method(
         data="clips",
         family="video",
         produces=("dense",),  # its embedding network is what tracks
-        features=lambda method, kind, source: ColorizationFeatures(method, str(source)),
+        features=lambda method, kind, source: NetFeatures(method, method.net, str(source)),
         # Adam lr 1e-3 at batch 32 in the paper = 8e-3 per 256 with linear scaling
         defaults={
             "backbone": "resnet18",

@@ -33,13 +33,13 @@ from torch import Tensor, nn
 
 from engine import augment
 from engine.augment import normalize
-from engine.backbones import build_backbone
 from engine.config import opt
 from engine.errors import UserError
 from engine.losses import fp32
 from engine.methods.base import Method
 from engine.registry import MethodSpec, register_method
 from video import correspondence as corr
+from video.methods.common import NetFeatures, dilated_resnet
 
 NAME = "dense_object_nets"
 
@@ -176,29 +176,8 @@ class DenseObjectNets(Method):
         return {"loss": loss, "match": match, "nonmatch": nonmatch}
 
 
-class DescriptorFeatures:
-    """A trained descriptor network as a dense feature source (propagation, the Video page)."""
-
-    def __init__(self, method: DenseObjectNets, source: str = ""):
-        self.method, self.stride, self.source = method.eval(), method.net.stride, source
-
-    @torch.no_grad()
-    def __call__(self, images: Tensor) -> Tensor:
-        x = images.to(next(self.method.parameters()).device)
-        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        return self.method.net(normalize(x))
-
-    def __repr__(self) -> str:
-        return f"DescriptorFeatures({self.source}, stride={self.stride})"
-
-
 def build_dense_object_nets(cfg, m: DenseObjectNetsConfig) -> DenseObjectNets:
-    if not cfg.backbone.startswith("resnet"):
-        raise UserError(f"{NAME} needs a ResNet backbone (resnet18, resnet50), not {cfg.backbone}")
-    # the paper's FCN reads descriptors at stride 8: the ImageNet stem (a 3x3 stem at full
-    # resolution costs 16x the FLOPs in layer1) with layer3 and layer4 dilated
-    backbone = build_backbone(cfg.backbone, cfg.image_size, small_stem=False, output_stride=8)
-    return DenseObjectNets(backbone, cfg.image_size, m)
+    return DenseObjectNets(dilated_resnet(cfg, NAME), cfg.image_size, m)  # the FCN at stride 8
 
 
 register_method(
@@ -210,7 +189,7 @@ register_method(
         data="clips",
         family="video",
         produces=("dense",),  # the descriptor map is the model's output
-        features=lambda method, kind, source: DescriptorFeatures(method, str(source)),
+        features=lambda method, kind, source: NetFeatures(method, method.net, str(source), True),
         # paper: Adam lr 1e-4, weight decay 1e-4 (batch 1 pair); scaled to batch 32 pairs
         defaults={
             "backbone": "resnet18",
