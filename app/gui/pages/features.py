@@ -200,15 +200,19 @@ class FeaturesPage(Page):
         lay.addWidget(self._scroll(self.cmp_grid), 1)
         return w
 
-    def _slots_tab(self) -> QWidget:
+    def _noted_tab(self, note: str) -> tuple[QWidget, QVBoxLayout, QHBoxLayout, QLabel]:
+        """A tab's widget, its layout, a top row and the note that starts it."""
         w = QWidget()
         lay = QVBoxLayout(w)
         top = QHBoxLayout()
-        self.slot_note = info_label(
-            "Compute an object-centric model (a slot model) to see how its slots split each image into objects.",
-            muted=True,
+        label = info_label(note, muted=True)
+        top.addWidget(label, 1)
+        return w, lay, top, label
+
+    def _slots_tab(self) -> QWidget:
+        w, lay, top, self.slot_note = self._noted_tab(
+            "Compute an object-centric model (a slot model) to see how its slots split each image into objects."
         )
-        top.addWidget(self.slot_note, 1)
         self.slot_which_label = QLabel("masks")
         self.slot_which = QComboBox()
         self.slot_which.setToolTip(
@@ -227,14 +231,9 @@ class FeaturesPage(Page):
         return w
 
     def _attention_tab(self) -> QWidget:
-        w = QWidget()
-        lay = QVBoxLayout(w)
-        top = QHBoxLayout()
-        self.att_note = info_label(
-            "Compute to see the last-layer [CLS] attention of each head (ViT) or the activation energy of each stage (ResNet).",
-            muted=True,
+        w, lay, top, self.att_note = self._noted_tab(
+            "Compute to see the last-layer [CLS] attention of each head (ViT) or the activation energy of each stage (ResNet)."
         )
-        top.addWidget(self.att_note, 1)
         self.mass_label = QLabel("keep 60% of attention mass")
         self.mass_slider = QSlider(Qt.Orientation.Horizontal)
         self.mass_slider.setRange(5, 95)
@@ -252,15 +251,8 @@ class FeaturesPage(Page):
         return w
 
     def _pca_tab(self) -> QWidget:
-        w = QWidget()
-        lay = QVBoxLayout(w)
-        top = QHBoxLayout()
-        top.addWidget(
-            info_label(
-                "One PCA over the patches of all shown images: the first component separates object from background, the next three are shown as colours, so matching parts get matching colours across images.",
-                muted=True,
-            ),
-            1,
+        w, lay, top, _ = self._noted_tab(
+            "One PCA over the patches of all shown images: the first component separates object from background, the next three are shown as colours, so matching parts get matching colours across images."
         )
         self.pca_bg = QCheckBox("remove background")
         self.pca_bg.setChecked(True)
