@@ -137,12 +137,12 @@ def test_loss_falls_on_the_sample_video(sample, tmp_path):
 
     feats = load_features(tmp_path / "run", "dense")
     out = feats(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
-    assert out.shape == (2, 16, 4, 4) and feats.stride == 8
+    assert out.shape == (2, 32, 4, 4) and feats.stride == 8
     # the untrained baseline is rebuilt through the method: the same kind of extractor
     from engine.features import random_init_features
 
     base = random_init_features(tmp_path / "run", "dense")
-    assert type(base) is type(feats) and base(torch.zeros(1, 3, 32, 32)).shape == (1, 16, 4, 4)
+    assert type(base) is type(feats) and base(torch.zeros(1, 3, 32, 32)).shape == (1, 32, 4, 4)
     assert not torch.equal(base.method.net.head.weight, feats.method.net.head.weight)
     # the Video page offers the run's descriptors as propagation features (dense, not global)
     from app.gui.paths import Settings, recent_models
