@@ -26,3 +26,15 @@ def mlp(
     if last_bn:
         mods.append(nn.BatchNorm1d(out_dim, affine=False))
     return nn.Sequential(*mods)
+
+
+def xavier_init(m: nn.Module) -> None:
+    """MAE's initialisation of its decoder (models_mae.py `_init_weights`), also MOCA's heads:
+    xavier-uniform Linear weights, zero biases, unit LayerNorm. Use with `module.apply`."""
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)

@@ -18,6 +18,7 @@ from engine.backbones import is_vit
 from engine.backbones.vit import Block, sincos_pos_embed
 from engine.config import opt
 from engine.errors import UserError
+from engine.heads import xavier_init
 from engine.masking import (
     KeepMask,
     cls_attention,
@@ -77,7 +78,7 @@ class MAE(Method):
         self.decoder_pred = nn.Linear(dd, p * p * 3)
         nn.init.normal_(self.mask_token, std=0.02)
         for m in [self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred]:
-            m.apply(_init)
+            m.apply(xavier_init)
         self.spec = augment.crop_view(image_size, cfg.crop_scale_min)
 
     # ---- masking -------------------------------------------------------------------------
@@ -132,16 +133,6 @@ class MAE(Method):
         km = self.choose_mask(x)
         pred = self.forward_decoder(self.forward_encoder(x, km), km.ids_restore)
         return {"loss": self.forward_loss(x, pred, km.mask)}
-
-
-def _init(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.xavier_uniform_(m.weight)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 register_method(

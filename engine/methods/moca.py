@@ -59,6 +59,7 @@ from engine.backbones.vit import Block, sincos_pos_embed
 from engine.config import opt
 from engine.distributed import all_reduce_mean, gather_no_grad, world_size
 from engine.errors import UserError
+from engine.heads import xavier_init
 from engine.losses import fp32
 from engine.methods.base import (
     Method,
@@ -265,14 +266,7 @@ class MOCA(Method):
         mask token N(0, 0.02)."""
         heads = [self.image_generator, self.decoder_generator, self.decoder_embed]
         for module in [*heads, self.decoder_blocks, self.decoder_norm, self.decoder_norm_in]:
-            for m in module.modules():
-                if isinstance(m, nn.Linear):
-                    nn.init.xavier_uniform_(m.weight)
-                    if m.bias is not None:
-                        nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.LayerNorm):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
+            module.apply(xavier_init)
         nn.init.normal_(self.decoder_mask_token, std=0.02)
 
     # ---- student -------------------------------------------------------------------------
