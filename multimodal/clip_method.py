@@ -21,7 +21,6 @@ from engine import distributed as D
 from engine.config import TrainConfig
 from engine.errors import UserError
 from engine.methods.base import Method
-from engine.registry import MethodSpec, register_method
 from multimodal import data as _data  # noqa: F401  (registers the "captions" dataset)
 from multimodal.config import ClipConfig
 from multimodal.models import create_clip, image_size_of, native_image_size, preprocess_stats
@@ -75,7 +74,53 @@ class LockedImageTower(nn.Module):
 
 
 class Clip(Method):
+    """CLIP / SigLIP: align images with their captions (open_clip models, LiT tower locking)"""
+
+    method_name, family, config_cls = "clip", "multimodal", ClipConfig
+    data_kind = "captions"
+    produces = ("image_text", "global")
+    backbone_option = "model"
+    # CLIP paper: AdamW, weight decay 0.2, warm-up then cosine; lr 5e-4 per 256 as open_clip's
+    # small-batch recipes. 64 px is what the small configs train at on a CPU.
+    defaults = {
+        "image_size": 64,
+        "optimizer": "adamw",
+        "lr": 5e-4,
+        "weight_decay": 0.2,
+        "warmup_epochs": 1.0,
+        "batch_size": 128,
+    }
+
     adam_betas = (0.9, 0.98)  # CLIP paper / open_clip's training default (beta2 0.98)
+
+    @classmethod
+    def build(cls, cfg: TrainConfig, m: ClipConfig) -> Clip:
+        if (
+            m.pretrained
+            and not m.pretrained.startswith("local-dir:")
+            and not os.path.isfile(m.pretrained)
+        ):
+            native = native_image_size(m.model)
+            if cfg.image_size != native:
+                raise UserError(
+                    f"{m.model} with pretrained weights expects --image-size {native} (got {cfg.image_size})"
+                )
+        kwargs = (
+            {"init_logit_scale": SIGLIP_INIT_SCALE, "init_logit_bias": SIGLIP_INIT_BIAS}
+            if m.loss == "siglip"
+            else {}
+        )
+        model = create_clip(m.model, m.pretrained, image_size=cfg.image_size, **kwargs)
+        if m.image_tower:
+            from engine.features import load_features
+
+            tower = load_features(m.image_tower, "global")
+            stats = preprocess_stats(model)
+            model.visual = LockedImageTower(tower, model.visual, stats, m.image_tower)
+        return cls(model, m, m.pretrained if m.pretrained.startswith("local-dir:") else m.model)
+
+    def extractor(self, kind: str, source=None):
+        return _clip_features(self, kind, source)
 
     def __init__(self, model: nn.Module, cfg: ClipConfig, model_name: str):
         super().__init__()
@@ -150,54 +195,3 @@ def _clip_features(method: Clip, kind: str, source):
     from multimodal.embedder import clip_features
 
     return clip_features(method, kind, source)
-
-
-def build_clip(cfg: TrainConfig, m: ClipConfig) -> Clip:
-    if (
-        m.pretrained
-        and not m.pretrained.startswith("local-dir:")
-        and not os.path.isfile(m.pretrained)
-    ):
-        native = native_image_size(m.model)
-        if cfg.image_size != native:
-            raise UserError(
-                f"{m.model} with pretrained weights expects --image-size {native} (got {cfg.image_size})"
-            )
-    kwargs = (
-        {"init_logit_scale": SIGLIP_INIT_SCALE, "init_logit_bias": SIGLIP_INIT_BIAS}
-        if m.loss == "siglip"
-        else {}
-    )
-    model = create_clip(m.model, m.pretrained, image_size=cfg.image_size, **kwargs)
-    if m.image_tower:
-        from engine.features import load_features
-
-        tower = load_features(m.image_tower, "global")
-        stats = preprocess_stats(model)
-        model.visual = LockedImageTower(tower, model.visual, stats, m.image_tower)
-    return Clip(model, m, m.pretrained if m.pretrained.startswith("local-dir:") else m.model)
-
-
-register_method(
-    MethodSpec(
-        name="clip",
-        description="CLIP / SigLIP: align images with their captions (open_clip models, LiT tower locking)",
-        config_cls=ClipConfig,
-        build=build_clip,
-        data="captions",
-        family="multimodal",
-        produces=("image_text", "global"),
-        features=lambda method, kind, source: _clip_features(method, kind, source),
-        backbone_option="model",
-        # CLIP paper: AdamW, weight decay 0.2, warm-up then cosine; lr 5e-4 per 256 as open_clip's
-        # small-batch recipes. 64 px is what the small configs train at on a CPU.
-        defaults={
-            "image_size": 64,
-            "optimizer": "adamw",
-            "lr": 5e-4,
-            "weight_decay": 0.2,
-            "warmup_epochs": 1.0,
-            "batch_size": 128,
-        },
-    )
-)

@@ -13,7 +13,6 @@ from engine.config import opt
 from engine.heads import mlp
 from engine.losses import barlow_twins_loss
 from engine.methods.base import Method
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -24,6 +23,12 @@ class BarlowTwinsConfig:
 
 
 class BarlowTwins(Method):
+    """Barlow Twins: push the cross-correlation of two views' embeddings to the identity"""
+
+    # family: grouped with the two-view joint-embedding methods
+    method_name, family, config_cls = "barlow_twins", "contrastive", BarlowTwinsConfig
+    defaults = {"backbone": "resnet18", "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4}
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: BarlowTwinsConfig):
         super().__init__()
         self.backbone, self.cfg = backbone, cfg
@@ -35,15 +40,3 @@ class BarlowTwins(Method):
         x1, x2 = self.make_views(batch, self.specs)
         z1, z2 = (self.projector(self.backbone(x)) for x in (x1, x2))
         return {"loss": barlow_twins_loss(z1, z2, self.cfg.lambd)}
-
-
-register_method(
-    MethodSpec(
-        name="barlow_twins",
-        description="Barlow Twins: push the cross-correlation of two views' embeddings to the identity",
-        config_cls=BarlowTwinsConfig,
-        build=BarlowTwins.build,
-        family="contrastive",  # grouped with the two-view joint-embedding methods
-        defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
-    )
-)

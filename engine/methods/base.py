@@ -13,11 +13,23 @@ from torch import nn
 from engine import augment
 from engine.backbones import build_backbone
 from engine.distributed import all_reduce_mean
+from engine.registry import BACKBONE_KINDS, MethodSpec, register_method
 
 
 class Method(nn.Module):
-    """Subclasses set `self.backbone` and implement `forward(batch) -> {"loss": ..., ...}`."""
+    """Subclasses set `self.backbone` and implement `forward(batch) -> {"loss": ..., ...}`.
 
+    A concrete method declares its registry entry (engine.registry.MethodSpec) on the class:
+    setting `method_name` registers it when its module is imported, with the first paragraph
+    of its docstring as the description `selfsup methods` and the app show."""
+
+    method_name: str = ""
+    family: str = ""  # the group `selfsup methods` and the app's picker list it under
+    config_cls: type | None = None  # its options (a dataclass of engine.config.opt fields)
+    defaults: dict[str, Any] = {}  # TrainConfig values the method needs (backbone, lr, ...)
+    data_kind: str = "images"  # the dataset builder it trains on (engine.registry)
+    produces: tuple[str, ...] = BACKBONE_KINDS  # feature kinds (engine.registry.FEATURE_KINDS)
+    backbone_option: str = ""  # the option naming its model when not `backbone` (CLIP)
     backbone: nn.Module
     backbone_kwargs: dict[str, Any] = {}  # build_backbone options, e.g. {"mask_token": True}
     adam_betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas (MAE: 0.95)
@@ -35,6 +47,32 @@ class Method(nn.Module):
             return method
         backbone = build_backbone(cfg.backbone, cfg.image_size, **cls.backbone_kwargs)
         return cls(backbone, cfg.image_size, method_cfg)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "method_name" not in cls.__dict__:
+            return  # a shared base (ColorTargetMethod, SlotModel), or a test's helper
+        if not cls.__doc__ or cls.config_cls is None:
+            raise TypeError(f"{cls.__name__}: a registered method needs a docstring and config_cls")
+        register_method(
+            MethodSpec(
+                name=cls.method_name,
+                description=" ".join(cls.__doc__.strip().split("\n\n")[0].split()),
+                config_cls=cls.config_cls,
+                build=cls.build,
+                data=cls.data_kind,
+                family=cls.family,
+                defaults=dict(cls.defaults),
+                produces=cls.produces,
+                features=None if cls.extractor is Method.extractor else cls.extractor,
+                backbone_option=cls.backbone_option,
+            )
+        )
+
+    def extractor(self, kind: str, source: Any = None) -> Any:
+        """The extractor of a feature kind the backbone alone cannot give (a colorization run's
+        embedding, CLIP's towers); None for the kinds the backbone gives."""
+        return None
 
     def load_heads(self, state: dict[str, Any]) -> str:
         """Heads from an --init-from file that holds them (DINO's full checkpoints); a method

@@ -33,7 +33,6 @@ from engine.errors import UserError
 from engine.losses import fp32
 from engine.masking import block_masks
 from engine.methods.base import Method
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -76,7 +75,21 @@ def load_tokenizer(source: str) -> nn.Module:
 
 
 class BEiT(Method):
+    """BEiT: predict dVAE visual tokens of block-masked patches (ViT, needs --tokenizer)"""
+
+    method_name, family, config_cls = "beit", "masked", BEiTConfig
+    defaults = {  # paper: AdamW lr 1.5e-3 at batch 2048, wd 0.05, 10 warm-up epochs
+        "backbone": "vit_tiny",
+        "optimizer": "adamw",
+        "lr": 1.875e-4,
+        "weight_decay": 0.05,
+        "warmup_epochs": 10,
+    }
+
     backbone_kwargs = {"mask_token": True}
+
+    def extractor(self, kind: str, source=None):
+        return beit_features(self, kind, source)
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: BEiTConfig):
         super().__init__()
@@ -135,22 +148,3 @@ def beit_features(method: BEiT, kind: str, source=None):
 
     size = method.backbone.arch.get("image_size")
     return FeatureExtractor(method.backbone, image_size=size, source=str(source))
-
-
-register_method(
-    MethodSpec(
-        name="beit",
-        description="BEiT: predict dVAE visual tokens of block-masked patches (ViT, needs --tokenizer)",
-        config_cls=BEiTConfig,
-        build=BEiT.build,
-        family="masked",
-        features=beit_features,
-        defaults={  # paper: AdamW lr 1.5e-3 at batch 2048, wd 0.05, 10 warm-up epochs
-            "backbone": "vit_tiny",
-            "optimizer": "adamw",
-            "lr": 1.875e-4,
-            "weight_decay": 0.05,
-            "warmup_epochs": 10,
-        },
-    )
-)

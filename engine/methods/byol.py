@@ -18,7 +18,6 @@ from engine.methods.base import (
     frozen_copy,
     online_and_target,
 )
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -31,6 +30,11 @@ class BYOLConfig:
 
 
 class BYOL(Method):
+    """BYOL: online network predicts an EMA target's projection of another view, no negatives"""
+
+    method_name, family, config_cls = "byol", "distillation", BYOLConfig
+    defaults = {"backbone": "resnet18", "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4}
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: BYOLConfig):
         super().__init__()
         self.backbone, self.cfg = backbone, cfg
@@ -48,15 +52,3 @@ class BYOL(Method):
     def on_step_end(self, step: int, total_steps: int) -> None:
         online = nn.Sequential(self.backbone, self.projector)
         ema_follow(self.target, online, self.cfg.ema_momentum, step, total_steps)
-
-
-register_method(
-    MethodSpec(
-        name="byol",
-        description="BYOL: online network predicts an EMA target's projection of another view, no negatives",
-        config_cls=BYOLConfig,
-        build=BYOL.build,
-        family="distillation",
-        defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
-    )
-)

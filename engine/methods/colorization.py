@@ -32,7 +32,6 @@ from engine import augment
 from engine.color import ABQuantizer, gray_rgb, lab_to_rgb, rgb_to_lab, soft_cross_entropy
 from engine.config import opt
 from engine.methods.base import Method, reconstruction_features
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -145,6 +144,13 @@ class ColorTargetMethod(Method):
 
 
 class Colorization(ColorTargetMethod):
+    """Colorization: predict quantised ab colours from lightness, rebalanced toward rare colours"""
+
+    method_name, family, config_cls = "colorization", "pretext", ColorizationConfig
+    produces = ("global", "dense", "reconstruction")
+    defaults = {"backbone": "resnet18", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4}
+    extractor = reconstruction_features("colorization_method_figure")
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: ColorizationConfig):
         super().__init__(backbone, image_size, cfg, cfg.prior_sigma)
         self.head = DenseHead(backbone.embed_dim, self.quantizer.num_bins, cfg.head_dim)
@@ -187,17 +193,3 @@ def colorize(model: Colorization, images: Tensor, temperature: float | None = No
         return lab_to_rgb(torch.cat([lab[:, :1], ab], dim=1))
     finally:
         model.train(was_training)
-
-
-register_method(
-    MethodSpec(
-        name="colorization",
-        description="Colorization: predict quantised ab colours from lightness, rebalanced toward rare colours",
-        config_cls=ColorizationConfig,
-        build=Colorization.build,
-        family="pretext",
-        produces=("global", "dense", "reconstruction"),
-        features=reconstruction_features("colorization_method_figure"),
-        defaults={"backbone": "resnet18", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4},
-    )
-)

@@ -31,7 +31,6 @@ from engine.config import opt
 from engine.errors import UserError
 from engine.losses import fp32
 from engine.methods.base import Method
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -190,6 +189,21 @@ def cpc_loss(context: Tensor, z: Tensor, heads: nn.ModuleList) -> Tensor:
 
 
 class CPCv2(Method):
+    """CPC v2: a masked context network over a grid of patch codes predicts the rows below
+    (InfoNCE), both directions"""
+
+    method_name, family, config_cls = "cpc_v2", "contrastive", CPCv2Config
+    # paper: Adam; no weight decay on the small data, lr for batch 256
+    defaults = {
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "backbone": "cpc_v2_patches",
+    }
+
+    def extractor(self, kind: str, source=None):
+        return cpc_v2_features(self, kind, source)
+
     def __init__(self, image_size: int, cfg: CPCv2Config):
         super().__init__()
         if cfg.patch_size > image_size:
@@ -265,22 +279,3 @@ def cpc_v2_features(method: CPCv2, kind: str, source=None):
     from engine.features import FeatureExtractor
 
     return FeatureExtractor(method.backbone, image_size=method.image_size, source=str(source))
-
-
-register_method(
-    MethodSpec(
-        name="cpc_v2",
-        description="CPC v2: a masked context network over a grid of patch codes predicts the rows below (InfoNCE), both directions",
-        config_cls=CPCv2Config,
-        build=CPCv2.build,
-        family="contrastive",
-        features=lambda method, kind, source: cpc_v2_features(method, kind, source),
-        # paper: Adam; no weight decay on the small data, lr for batch 256
-        defaults={
-            "optimizer": "adamw",
-            "lr": 1e-3,
-            "weight_decay": 0.0,
-            "backbone": "cpc_v2_patches",
-        },
-    )
-)

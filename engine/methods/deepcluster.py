@@ -33,7 +33,6 @@ from engine.distributed import is_dist
 from engine.errors import UserError
 from engine.kmeans import kmeans, pca_whiten
 from engine.methods.base import Method
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -46,6 +45,12 @@ class DeepClusterConfig:
 
 
 class DeepCluster(Method):
+    """DeepCluster: k-means on the current features every epoch, predict the cluster as a
+    pseudo-label"""
+
+    method_name, family, config_cls = "deepcluster", "pretext", DeepClusterConfig
+    defaults = {"backbone": "resnet18", "optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-5}
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: DeepClusterConfig, seed: int = 0):
         super().__init__()
         if cfg.num_clusters < 2:
@@ -165,15 +170,3 @@ class DeepCluster(Method):
         w = self.sample_weights[labels]
         loss = (per_sample * w).sum() / w.sum().clamp(min=1e-8)
         return {"loss": loss, "acc": (logits.argmax(1) == labels).float().mean()}
-
-
-register_method(
-    MethodSpec(
-        name="deepcluster",
-        description="DeepCluster: k-means on the current features every epoch, predict the cluster as a pseudo-label",
-        config_cls=DeepClusterConfig,
-        build=DeepCluster.build,
-        family="pretext",
-        defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-5},
-    )
-)

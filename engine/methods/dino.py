@@ -23,7 +23,6 @@ from engine.methods.base import (
     frozen_copy,
 )
 from engine.optim import lr_at
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -97,6 +96,17 @@ def default_local_size(image_size: int, patch: int = 8) -> int:
 
 
 class DINO(Method):
+    """DINO: self-distillation with an EMA teacher, centering, sharpening and multi-crop"""
+
+    method_name, family, config_cls = "dino", "distillation", DINOConfig
+    defaults = {
+        "backbone": "vit_tiny",
+        "optimizer": "adamw",
+        "lr": 5e-4,
+        "weight_decay": 0.04,
+        "clip_grad": 3.0,
+    }
+
     eval_backbone_prefix = "teacher_backbone."  # the teacher is the better network (paper sec. 5)
     ddp_find_unused = True  # the frozen last layer gets no gradient early on
     backbone_kwargs = {"drop_path": 0.1}  # stochastic depth in the student only (DINO ViT-S)
@@ -200,21 +210,3 @@ class DINO(Method):
 
 
 # The DINO repository's ViT recipe (iBOT shares it): AdamW, wd 0.04 -> 0.4, clip 3.0
-DINO_DEFAULTS = {
-    "backbone": "vit_tiny",
-    "optimizer": "adamw",
-    "lr": 5e-4,
-    "weight_decay": 0.04,
-    "clip_grad": 3.0,
-}
-
-register_method(
-    MethodSpec(
-        name="dino",
-        description="DINO: self-distillation with an EMA teacher, centering, sharpening and multi-crop",
-        config_cls=DINOConfig,
-        build=DINO.build,
-        family="distillation",
-        defaults=DINO_DEFAULTS,
-    )
-)

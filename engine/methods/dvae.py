@@ -30,7 +30,6 @@ from engine.config import opt
 from engine.errors import UserError
 from engine.losses import fp32
 from engine.methods.base import Method
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -120,6 +119,22 @@ class DVAENet(nn.Module):
 
 
 class DVAE(Method):
+    """Discrete VAE (DALL-E, scaled down): Gumbel-softmax image tokenizer for BEiT"""
+
+    method_name, family, config_cls = "dvae", "generative", DVAEConfig
+    produces = ("global", "dense", "tokens")
+    # DALL-E: Adam lr 1e-3 at batch 512, weight decay 1e-4
+    defaults = {
+        "optimizer": "adamw",
+        "lr": 5e-4,
+        "weight_decay": 1e-4,
+        "warmup_epochs": 0.0,
+        "backbone": "dvae",
+    }
+
+    def extractor(self, kind: str, source=None):
+        return dvae_features(self, kind, source)
+
     def __init__(self, image_size: int, cfg: DVAEConfig):
         super().__init__()
         patch = cfg.patch or default_patch_size(image_size)
@@ -161,24 +176,3 @@ def dvae_features(method: DVAE, kind: str, source=None):
     from engine.features import FeatureExtractor
 
     return FeatureExtractor(method.backbone, image_size=method.image_size, source=str(source))
-
-
-register_method(
-    MethodSpec(
-        name="dvae",
-        description="Discrete VAE (DALL-E, scaled down): Gumbel-softmax image tokenizer for BEiT",
-        config_cls=DVAEConfig,
-        build=DVAE.build,
-        family="generative",
-        produces=("global", "dense", "tokens"),
-        features=dvae_features,
-        # DALL-E: Adam lr 1e-3 at batch 512, weight decay 1e-4
-        defaults={
-            "optimizer": "adamw",
-            "lr": 5e-4,
-            "weight_decay": 1e-4,
-            "warmup_epochs": 0.0,
-            "backbone": "dvae",
-        },
-    )
-)

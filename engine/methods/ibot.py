@@ -28,8 +28,7 @@ from engine.errors import UserError
 from engine.losses import dino_loss, fp32
 from engine.masking import attention_masks, block_masks, cls_attention, tokens_and_attention
 from engine.methods.base import ema_center, frozen_copy
-from engine.methods.dino import DINO, DINO_DEFAULTS, DINOConfig, DINOHead
-from engine.registry import MethodSpec, register_method
+from engine.methods.dino import DINO, DINOConfig, DINOHead
 
 
 @dataclass
@@ -82,7 +81,11 @@ def ibot_patch_loss(
 
 
 class IBOT(DINO):
-    """DINO (the [CLS] part, schedules, optimiser hooks) plus the masked patch distillation."""
+    """iBOT: DINO [CLS] distillation + masked patch-token distillation from an EMA teacher (ViT)
+
+    DINO (the [CLS] part, schedules, optimiser hooks) plus the masked patch distillation."""
+
+    method_name, family, config_cls = "ibot", "masked", IBOTConfig
 
     backbone_kwargs = {"mask_token": True, "drop_path": 0.1}
 
@@ -197,15 +200,3 @@ class IBOT(DINO):
         self.teacher_patch_temp.fill_(
             self.warmup(step, total_steps, c.warmup_teacher_patch_temp, c.teacher_patch_temp)
         )
-
-
-register_method(
-    MethodSpec(
-        name="ibot",
-        description="iBOT: DINO [CLS] distillation + masked patch-token distillation from an EMA teacher (ViT)",
-        config_cls=IBOTConfig,
-        build=IBOT.build,
-        family="masked",
-        defaults=DINO_DEFAULTS,
-    )
-)

@@ -29,7 +29,6 @@ from engine.errors import UserError
 from engine.kmeans import assign, kmeans
 from engine.losses import fp32
 from engine.methods.base import Method
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -143,7 +142,17 @@ def next_token_loss(logits: Tensor, tokens: Tensor) -> Tensor:
 
 
 class IGPT(Method):
+    """Image GPT: a causal transformer predicts each k-means colour token of the downsampled image
+    in raster order"""
+
+    method_name, family, config_cls = "igpt", "generative", IGPTConfig
+    # paper: Adam (0.9, 0.95), no weight decay, warm-up then cosine decay
+    defaults = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "backbone": "igpt"}
+
     adam_betas = (0.9, 0.95)  # the paper's Adam betas
+
+    def extractor(self, kind: str, source=None):
+        return igpt_features(self, kind, source)
 
     def __init__(self, image_size: int, cfg: IGPTConfig, seed: int = 0):
         super().__init__()
@@ -200,17 +209,3 @@ def igpt_features(method: IGPT, kind: str, source=None):
 
     half = (0.5, 0.5, 0.5)
     return FeatureExtractor(method.backbone, half, half, method.image_size, source=str(source))
-
-
-register_method(
-    MethodSpec(
-        name="igpt",
-        description="Image GPT: a causal transformer predicts each k-means colour token of the downsampled image in raster order",
-        config_cls=IGPTConfig,
-        build=IGPT.build,
-        family="generative",
-        features=lambda method, kind, source: igpt_features(method, kind, source),
-        # paper: Adam (0.9, 0.95), no weight decay, warm-up then cosine decay
-        defaults={"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "backbone": "igpt"},
-    )
-)

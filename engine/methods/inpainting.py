@@ -34,7 +34,6 @@ from engine.config import opt
 from engine.errors import UserError
 from engine.methods.base import Method
 from engine.methods.tiles import batch_rand
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -152,6 +151,12 @@ def discriminator(size: int) -> nn.Sequential:
 
 
 class Inpainting(Method):
+    """Context encoder: reconstruct a masked centre or random blocks from the context (L2, optional
+    GAN)"""
+
+    method_name, family, config_cls = "inpainting", "pretext", InpaintingConfig
+    defaults = {"backbone": "resnet18", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4}
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: InpaintingConfig):
         super().__init__()
         self.backbone, self.cfg, self.image_size = backbone, cfg, image_size
@@ -205,15 +210,3 @@ class Inpainting(Method):
             "adv_g": g_adv,
             "adv_d": d_loss,
         }
-
-
-register_method(
-    MethodSpec(
-        name="inpainting",
-        description="Context encoder: reconstruct a masked centre or random blocks from the context (L2, optional GAN)",
-        config_cls=InpaintingConfig,
-        build=Inpainting.build,
-        family="pretext",
-        defaults={"backbone": "resnet18", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4},
-    )
-)

@@ -22,7 +22,6 @@ from engine.distributed import all_reduce_mean, gather_no_grad
 from engine.errors import UserError
 from engine.losses import fp32
 from engine.methods.base import Method
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -56,6 +55,13 @@ def exact_loss(f: torch.Tensor, bank: torch.Tensor, index: torch.Tensor, t: floa
 
 
 class InstDisc(Method):
+    """Instance discrimination: every image is a class; non-parametric softmax over a memory bank
+    (NCE)"""
+
+    method_name, family, config_cls = "instdisc", "contrastive", InstDiscConfig
+    # paper: SGD lr 0.03 at batch 256, momentum 0.9, weight decay 5e-4
+    defaults = {"backbone": "resnet18", "optimizer": "sgd", "lr": 0.03, "weight_decay": 5e-4}
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: InstDiscConfig):
         super().__init__()
         self.backbone, self.cfg = backbone, cfg
@@ -112,16 +118,3 @@ class InstDisc(Method):
         index, f = gather_no_grad(index), gather_no_grad(f)  # every process keeps the same bank
         m = self.cfg.bank_momentum
         self.bank[index] = F.normalize(self.bank[index] * m + f * (1 - m), dim=1)
-
-
-register_method(
-    MethodSpec(
-        name="instdisc",
-        description="Instance discrimination: every image is a class; non-parametric softmax over a memory bank (NCE)",
-        config_cls=InstDiscConfig,
-        build=InstDisc.build,
-        family="contrastive",
-        # paper: SGD lr 0.03 at batch 256, momentum 0.9, weight decay 5e-4
-        defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.03, "weight_decay": 5e-4},
-    )
-)

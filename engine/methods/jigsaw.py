@@ -35,7 +35,6 @@ from engine.errors import UserError
 from engine.heads import mlp
 from engine.methods.base import Method
 from engine.methods.tiles import batch_randint, crop_patches, normalize_patches
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -98,6 +97,11 @@ def unshuffle_tiles(shuffled: Tensor, perms: Tensor) -> Tensor:
 
 
 class Jigsaw(Method):
+    """Jigsaw: reorder 3x3 shuffled tiles by classifying the permutation (max-Hamming set)"""
+
+    method_name, family, config_cls = "jigsaw", "pretext", JigsawConfig
+    defaults = {"backbone": "resnet18", "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4}
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: JigsawConfig):
         super().__init__()
         self.backbone, self.cfg = backbone, cfg
@@ -155,15 +159,3 @@ class Jigsaw(Method):
             "loss": F.cross_entropy(logits, labels),
             "acc": (logits.argmax(1) == labels).float().mean(),
         }
-
-
-register_method(
-    MethodSpec(
-        name="jigsaw",
-        description="Jigsaw: reorder 3x3 shuffled tiles by classifying the permutation (max-Hamming set)",
-        config_cls=JigsawConfig,
-        build=Jigsaw.build,
-        family="pretext",
-        defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
-    )
-)

@@ -29,7 +29,6 @@ from engine.masking import (
     restore_order,
 )
 from engine.methods.base import Method, reconstruction_features
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -52,6 +51,19 @@ class MAEConfig:
 
 
 class MAE(Method):
+    """MAE: reconstruct normalised pixels of 75% masked patches from the visible ones (ViT)"""
+
+    method_name, family, config_cls = "mae", "masked", MAEConfig
+    produces = ("global", "dense", "reconstruction")
+    defaults = {
+        "backbone": "vit_tiny",
+        "optimizer": "adamw",
+        "lr": 1.5e-4,
+        "weight_decay": 0.05,
+        "warmup_epochs": 5,
+    }
+    extractor = reconstruction_features("mae_method_figure")
+
     backbone_kwargs = {"pos_embed": "sincos", "init": "mae"}  # fixed sin-cos, xavier Linear
     adam_betas = (0.9, 0.95)  # MAE's AdamW (the other methods use the default 0.999)
 
@@ -133,23 +145,3 @@ class MAE(Method):
         km = self.choose_mask(x)
         pred = self.forward_decoder(self.forward_encoder(x, km), km.ids_restore)
         return {"loss": self.forward_loss(x, pred, km.mask)}
-
-
-register_method(
-    MethodSpec(
-        name="mae",
-        description="MAE: reconstruct normalised pixels of 75% masked patches from the visible ones (ViT)",
-        config_cls=MAEConfig,
-        build=MAE.build,
-        family="masked",
-        produces=("global", "dense", "reconstruction"),
-        features=reconstruction_features("mae_method_figure"),
-        defaults={
-            "backbone": "vit_tiny",
-            "optimizer": "adamw",
-            "lr": 1.5e-4,
-            "weight_decay": 0.05,
-            "warmup_epochs": 5,
-        },
-    )
-)

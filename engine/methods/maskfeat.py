@@ -24,7 +24,6 @@ from engine.errors import UserError
 from engine.hog import auto_cell, hog_patch_targets
 from engine.masking import block_masks, masked_mean
 from engine.methods.base import Method
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -38,6 +37,17 @@ class MaskFeatConfig:
 
 
 class MaskFeat(Method):
+    """MaskFeat: predict HOG features of block-masked patches with a [MASK] token (ViT)"""
+
+    method_name, family, config_cls = "maskfeat", "masked", MaskFeatConfig
+    defaults = {
+        "backbone": "vit_tiny",
+        "optimizer": "adamw",
+        "lr": 2e-4,
+        "weight_decay": 0.05,
+        "warmup_epochs": 5,
+    }
+
     backbone_kwargs = {"mask_token": True}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: MaskFeatConfig):
@@ -71,21 +81,3 @@ class MaskFeat(Method):
         pred = self.head(tokens)
         per_patch = ((pred.float() - target) ** 2).mean(-1)
         return {"loss": masked_mean(per_patch, mask)}
-
-
-register_method(
-    MethodSpec(
-        name="maskfeat",
-        description="MaskFeat: predict HOG features of block-masked patches with a [MASK] token (ViT)",
-        config_cls=MaskFeatConfig,
-        build=MaskFeat.build,
-        family="masked",
-        defaults={
-            "backbone": "vit_tiny",
-            "optimizer": "adamw",
-            "lr": 2e-4,
-            "weight_decay": 0.05,
-            "warmup_epochs": 5,
-        },
-    )
-)

@@ -69,7 +69,6 @@ from engine.methods.base import (
     frozen_copy,
 )
 from engine.optim import lr_at
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -218,6 +217,19 @@ class Codebook(nn.Module):
 class MOCA(Method):
     # as the official ViTEncoder; the global feature is the mean patch token, which the paper
     # evaluates (its losses never train [CLS])
+    """MOCA: predict an EMA teacher's online-codebook assignments of masked and visible tokens and
+    the other view's bag of codes (ViT)"""
+
+    method_name, family, config_cls = "moca", "masked", MOCAConfig
+    # main_pretrain.py: AdamW (0.9, 0.999), blr 1.5e-4 at batch 256, wd 0.05, clip 0.1
+    defaults = {
+        "backbone": "vit_tiny",
+        "optimizer": "adamw",
+        "lr": 1.5e-4,
+        "weight_decay": 0.05,
+        "clip_grad": 0.1,
+    }
+
     backbone_kwargs = {"pos_embed": "sincos", "init": "mae", "global_pool": "avg"}
     eval_backbone_prefix = "teacher_backbone."  # the paper evaluates the teacher
 
@@ -412,22 +424,3 @@ class MOCA(Method):
             base = g.get("base_weight_decay", g["weight_decay"])
             if base > 0:
                 g["weight_decay"] = cosine_schedule(base, c.weight_decay_end, step, total_steps)
-
-
-register_method(
-    MethodSpec(
-        name="moca",
-        description="MOCA: predict an EMA teacher's online-codebook assignments of masked and visible tokens and the other view's bag of codes (ViT)",
-        config_cls=MOCAConfig,
-        build=MOCA.build,
-        family="masked",
-        # main_pretrain.py: AdamW (0.9, 0.999), blr 1.5e-4 at batch 256, wd 0.05, clip 0.1
-        defaults={
-            "backbone": "vit_tiny",
-            "optimizer": "adamw",
-            "lr": 1.5e-4,
-            "weight_decay": 0.05,
-            "clip_grad": 0.1,
-        },
-    )
-)

@@ -36,7 +36,6 @@ from engine.methods.base import (
     frozen_copy,
     online_and_target,
 )
-from engine.registry import MethodSpec, register_method
 from engine.sync_bn import local_bn
 
 
@@ -65,6 +64,11 @@ def split_forward(
 
 
 class MoCoV2(Method):
+    """MoCo v2: query vs momentum-encoder key, with a queue of past keys as negatives"""
+
+    method_name, family, config_cls = "moco_v2", "contrastive", MoCoV2Config
+    defaults = {"backbone": "resnet18", "optimizer": "sgd", "lr": 0.06, "weight_decay": 5e-4}
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: MoCoV2Config):
         super().__init__()
         self.backbone, self.cfg = backbone, cfg
@@ -132,6 +136,10 @@ class MoCoV3Config:
 
 
 class MoCoV3(Method):
+    """MoCo v3: ViT with predictor and momentum encoder, symmetric in-batch contrastive loss"""
+
+    method_name, family, config_cls = "moco_v3", "contrastive", MoCoV3Config
+    defaults = {"backbone": "vit_tiny", "optimizer": "adamw", "lr": 1.5e-4, "weight_decay": 0.1}
     # ViT: fixed 2-D sin-cos position embedding and the reference code's initialisation
     backbone_kwargs = {"pos_embed": "sincos_rows", "init": "mocov3"}
 
@@ -161,25 +169,3 @@ class MoCoV3(Method):
     def on_step_end(self, step: int, total_steps: int) -> None:
         online = nn.Sequential(self.backbone, self.projector)
         ema_follow(self.momentum_encoder, online, self.cfg.ema_momentum, step, total_steps)
-
-
-register_method(
-    MethodSpec(
-        name="moco_v2",
-        description="MoCo v2: query vs momentum-encoder key, with a queue of past keys as negatives",
-        config_cls=MoCoV2Config,
-        build=MoCoV2.build,
-        family="contrastive",
-        defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.06, "weight_decay": 5e-4},
-    )
-)
-register_method(
-    MethodSpec(
-        name="moco_v3",
-        description="MoCo v3: ViT with predictor and momentum encoder, symmetric in-batch contrastive loss",
-        config_cls=MoCoV3Config,
-        build=MoCoV3.build,
-        family="contrastive",
-        defaults={"backbone": "vit_tiny", "optimizer": "adamw", "lr": 1.5e-4, "weight_decay": 0.1},
-    )
-)

@@ -53,7 +53,6 @@ from engine.distributed import all_reduce_mean, gather_no_grad
 from engine.errors import UserError
 from engine.losses import fp32
 from engine.methods.base import Method, cosine_momentum, ema_update, frozen_copy
-from engine.registry import MethodSpec, register_method
 
 LEVELS = {"layer3": 3, "layer4": 4}  # index in ResNetBackbone.stages()
 
@@ -183,6 +182,13 @@ def scaled_size(image_size: int, paper_px: int, minimum: int = 4) -> int:
 
 
 class OBoW(Method):
+    """OBoW: predict an EMA teacher's bag of visual words (online queue vocabulary, layer3+layer4)
+    from crops"""
+
+    method_name, family, config_cls = "obow", "distillation", OBoWConfig
+    # ResNet18_OBoW_full.yaml: SGD, lr 0.05 at batch 128 (0.1 at 256), momentum 0.9, wd 5e-4
+    defaults = {"backbone": "resnet18", "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4}
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: OBoWConfig):
         super().__init__()
         if not isinstance(backbone, ResNetBackbone):
@@ -310,16 +316,3 @@ class OBoW(Method):
         for vocab, (mean, feats) in zip(self.vocab, self._pending):
             vocab.min_distance_mean.copy_(mean)
             vocab.enqueue(feats)
-
-
-register_method(
-    MethodSpec(
-        name="obow",
-        description="OBoW: predict an EMA teacher's bag of visual words (online queue vocabulary, layer3+layer4) from crops",
-        config_cls=OBoWConfig,
-        build=OBoW.build,
-        family="distillation",
-        # ResNet18_OBoW_full.yaml: SGD, lr 0.05 at batch 128 (0.1 at 256), momentum 0.9, wd 5e-4
-        defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
-    )
-)

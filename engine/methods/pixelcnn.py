@@ -22,7 +22,6 @@ from torch import Tensor, nn
 from engine.config import opt
 from engine.losses import fp32
 from engine.methods.base import Method, reconstruction_features
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -147,6 +146,16 @@ def bits_per_dim(logits: Tensor, target: Tensor) -> Tensor:
 
 
 class PixelCNN(Method):
+    """Gated PixelCNN: each sub-pixel's 256-way distribution given all earlier ones (bits/dim)"""
+
+    method_name, family, config_cls = "pixelcnn", "generative", PixelCNNConfig
+    produces = ("global", "dense", "reconstruction")
+    # paper: RMSProp; Adam lr 1e-3 is the common small-data choice
+    defaults = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "backbone": "pixelcnn"}
+
+    def extractor(self, kind: str, source=None):
+        return pixelcnn_features(self, kind, source)
+
     def __init__(self, image_size: int, cfg: PixelCNNConfig):
         super().__init__()
         if cfg.channels % 3:
@@ -199,18 +208,3 @@ def pixelcnn_features(method: PixelCNN, kind: str, source=None):
 
     half = (0.5, 0.5, 0.5)
     return FeatureExtractor(method.backbone, half, half, method.image_size, source=str(source))
-
-
-register_method(
-    MethodSpec(
-        name="pixelcnn",
-        description="Gated PixelCNN: each sub-pixel's 256-way distribution given all earlier ones (bits/dim)",
-        config_cls=PixelCNNConfig,
-        build=PixelCNN.build,
-        family="generative",
-        produces=("global", "dense", "reconstruction"),
-        features=lambda method, kind, source: pixelcnn_features(method, kind, source),
-        # paper: RMSProp; Adam lr 1e-3 is the common small-data choice
-        defaults={"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "backbone": "pixelcnn"},
-    )
-)

@@ -37,7 +37,6 @@ from engine.methods.tiles import (
     drop_color_channels,
     normalize_patches,
 )
-from engine.registry import MethodSpec, register_method
 
 # Label i <-> (dy, dx) of the neighbour relative to the centre, in reading order (as the paper).
 OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
@@ -84,6 +83,11 @@ def sample_pairs(
 
 
 class RelPatch(Method):
+    """Relative patch position: classify where a neighbour patch lies around a centre patch (8-way)"""
+
+    method_name, family, config_cls = "relpatch", "pretext", RelPatchConfig
+    defaults = {"backbone": "resnet18", "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4}
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: RelPatchConfig):
         super().__init__()
         if not 1 <= cfg.neighbours_per_image <= 8:
@@ -115,15 +119,3 @@ class RelPatch(Method):
             "loss": F.cross_entropy(logits, labels),
             "acc": (logits.argmax(1) == labels).float().mean(),
         }
-
-
-register_method(
-    MethodSpec(
-        name="relpatch",
-        description="Relative patch position: classify where a neighbour patch lies around a centre patch (8-way)",
-        config_cls=RelPatchConfig,
-        build=RelPatch.build,
-        family="pretext",
-        defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4},
-    )
-)

@@ -23,7 +23,6 @@ from engine import augment
 from engine.config import opt
 from engine.heads import mlp
 from engine.methods.base import Method
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -43,6 +42,17 @@ def rotate_all(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class Rotation(Method):
+    """RotNet: classify the 0/90/180/270-degree rotation of each image (all four per image)"""
+
+    method_name, family, config_cls = "rotation", "pretext", RotationConfig
+    # paper: 0.1 at batch 128
+    defaults = {
+        "backbone": "resnet18",
+        "optimizer": "sgd",
+        "lr": 0.2,
+        "weight_decay": 5e-4,
+    }
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: RotationConfig):
         super().__init__()
         self.backbone, self.cfg = backbone, cfg
@@ -58,20 +68,3 @@ class Rotation(Method):
         logits = self.head(self.backbone(x))
         loss = F.cross_entropy(logits, labels)
         return {"loss": loss, "acc": (logits.argmax(1) == labels).float().mean()}
-
-
-register_method(
-    MethodSpec(
-        name="rotation",
-        description="RotNet: classify the 0/90/180/270-degree rotation of each image (all four per image)",
-        config_cls=RotationConfig,
-        build=Rotation.build,
-        family="pretext",
-        defaults={
-            "backbone": "resnet18",
-            "optimizer": "sgd",
-            "lr": 0.2,
-            "weight_decay": 5e-4,
-        },  # paper: 0.1 at batch 128
-    )
-)

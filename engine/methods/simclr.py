@@ -11,7 +11,6 @@ from engine.config import opt
 from engine.heads import mlp
 from engine.losses import nt_xent
 from engine.methods.base import Method
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -22,6 +21,11 @@ class SimCLRConfig:
 
 
 class SimCLR(Method):
+    """SimCLR: contrast two augmented views against all others in the batch (NT-Xent)"""
+
+    method_name, family, config_cls = "simclr", "contrastive", SimCLRConfig
+    defaults = {"backbone": "resnet18", "optimizer": "sgd", "lr": 0.06, "weight_decay": 5e-4}
+
     def __init__(self, backbone: torch.nn.Module, image_size: int, cfg: SimCLRConfig):
         super().__init__()
         self.backbone, self.cfg = backbone, cfg
@@ -33,15 +37,3 @@ class SimCLR(Method):
         z = self.projector(self.backbone(torch.cat([v1, v2])))
         z1, z2 = z.chunk(2)
         return {"loss": nt_xent(z1, z2, self.cfg.temperature)}
-
-
-register_method(
-    MethodSpec(
-        name="simclr",
-        description="SimCLR: contrast two augmented views against all others in the batch (NT-Xent)",
-        config_cls=SimCLRConfig,
-        build=SimCLR.build,
-        family="contrastive",
-        defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.06, "weight_decay": 5e-4},
-    )
-)

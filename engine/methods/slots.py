@@ -74,7 +74,6 @@ from engine.errors import UserError
 from engine.losses import fp32
 from engine.methods.base import Method, cosine_schedule
 from engine.optim import lr_at
-from engine.registry import MethodSpec, register_method
 
 # ----------------------------------------------------------------------------- configs
 
@@ -378,7 +377,22 @@ def encoder_tokens(
 class SlotModel(Method):
     """Common part: frozen ViT encoder, slot attention with Gaussian / embedding init, masks."""
 
+    family = "object-centric"
+    produces = ("global", "dense", "slots")
+    # SPOT: Adam lr 4e-4 at batch 64 -> 4e-7 cosine, clip 0.3 (inf norm)
+    defaults = {
+        "backbone": "vit_tiny",
+        "optimizer": "adamw",
+        "lr": 1.6e-3,
+        "weight_decay": 0.0,
+        "warmup_epochs": 0.0,  # warmup_frac (on_step_start) instead
+        "min_lr_ratio": 1e-3,
+        "clip_grad": 0.3,
+    }
     truncate = "none"
+
+    def extractor(self, kind: str, source=None):
+        return slot_features(self, kind, source)
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: Any):
         super().__init__()
@@ -474,6 +488,11 @@ class SlotModel(Method):
 
 
 class DINOSAUR(SlotModel):
+    """Slot attention, DINOSAUR form: reconstruct frozen ViT patch features from slots with an MLP
+    decoder"""
+
+    method_name, config_cls = "slot_attention", SlotAttentionConfig
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: SlotAttentionConfig):
         super().__init__(backbone, image_size, cfg)
         self.init_slots_params()
@@ -496,6 +515,11 @@ class DINOSAUR(SlotModel):
 
 
 class SPOT(SlotModel):
+    """SPOT: slot attention with an autoregressive decoder over permuted patch orders; --teacher RUN
+    distils its masks"""
+
+    method_name, config_cls = "spot", SPOTConfig
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: SPOTConfig):
         super().__init__(backbone, image_size, cfg)
         self.teacher: SPOT | None = None
@@ -677,39 +701,3 @@ def slot_features(method: SlotModel, kind: str, source: Any = None) -> Any:
     if kind != "slots":
         return None  # global / dense: the encoder backbone
     return SlotMasks(method, str(source or ""))
-
-
-_DEFAULTS = {  # Adam lr 4e-4 at batch 64 -> 4e-7 cosine, clip 0.3 (inf norm)
-    "backbone": "vit_tiny",
-    "optimizer": "adamw",
-    "lr": 1.6e-3,
-    "weight_decay": 0.0,
-    "warmup_epochs": 0.0,  # warmup_frac (on_step_start) instead
-    "min_lr_ratio": 1e-3,
-    "clip_grad": 0.3,
-}
-
-register_method(
-    MethodSpec(
-        name="slot_attention",
-        description="Slot attention, DINOSAUR form: reconstruct frozen ViT patch features from slots with an MLP decoder",
-        config_cls=SlotAttentionConfig,
-        build=DINOSAUR.build,
-        family="object-centric",
-        defaults=dict(_DEFAULTS),
-        produces=("global", "dense", "slots"),
-        features=slot_features,
-    )
-)
-register_method(
-    MethodSpec(
-        name="spot",
-        description="SPOT: slot attention with an autoregressive decoder over permuted patch orders; --teacher RUN distils its masks",
-        config_cls=SPOTConfig,
-        build=SPOT.build,
-        family="object-centric",
-        defaults=dict(_DEFAULTS),
-        produces=("global", "dense", "slots"),
-        features=slot_features,
-    )
-)

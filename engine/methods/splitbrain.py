@@ -28,7 +28,6 @@ from engine.color import LQuantizer, rgb_to_lab, soft_cross_entropy
 from engine.config import opt
 from engine.errors import UserError
 from engine.methods.colorization import ColorTargetMethod, DenseHead
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -54,6 +53,12 @@ def splitbrain_backbone(name: str, image_size: int) -> SplitBrainBackbone:
 
 
 class SplitBrain(ColorTargetMethod):
+    """Split-brain autoencoder: L predicts ab and ab predicts L in two half networks, features
+    concatenated"""
+
+    method_name, family, config_cls = "splitbrain", "pretext", SplitBrainConfig
+    defaults = {"backbone": "resnet18", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4}
+
     def __init__(self, backbone: SplitBrainBackbone, image_size: int, cfg: SplitBrainConfig):
         super().__init__(backbone, image_size, cfg)
         self.l_quantizer = LQuantizer(cfg.l_bins)
@@ -76,15 +81,3 @@ class SplitBrain(ColorTargetMethod):
             self.ab_to_l(f_ab, self.grid_hw).float(), self.l_quantizer.encode(L)
         )
         return {"loss": loss_ab + loss_l, "loss_l_to_ab": loss_ab, "loss_ab_to_l": loss_l}
-
-
-register_method(
-    MethodSpec(
-        name="splitbrain",
-        description="Split-brain autoencoder: L predicts ab and ab predicts L in two half networks, features concatenated",
-        config_cls=SplitBrainConfig,
-        build=SplitBrain.build,
-        family="pretext",
-        defaults={"backbone": "resnet18", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4},
-    )
-)

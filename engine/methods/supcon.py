@@ -15,7 +15,6 @@ from engine.errors import UserError
 from engine.heads import mlp
 from engine.losses import supcon_loss
 from engine.methods.base import Method
-from engine.registry import MethodSpec, register_method
 
 
 @dataclass
@@ -28,6 +27,11 @@ class SupConConfig:
 
 
 class SupCon(Method):
+    """SupCon: supervised contrastive, all images of the same class are positives (needs labels)"""
+
+    method_name, family, config_cls = "supcon", "contrastive", SupConConfig
+    defaults = {"backbone": "resnet18", "optimizer": "sgd", "lr": 0.125, "weight_decay": 1e-4}
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: SupConConfig, data: str = ""):
         super().__init__()
         self.backbone, self.cfg, self.data = backbone, cfg, data
@@ -52,15 +56,3 @@ class SupCon(Method):
         v1, v2 = self.make_views(batch, self.specs)
         z = self.projector(self.backbone(torch.cat([v1, v2])))
         return {"loss": supcon_loss(z, labels.repeat(2), self.cfg.temperature)}
-
-
-register_method(
-    MethodSpec(
-        name="supcon",
-        description="SupCon: supervised contrastive, all images of the same class are positives (needs labels)",
-        config_cls=SupConConfig,
-        build=SupCon.build,
-        family="contrastive",
-        defaults={"backbone": "resnet18", "optimizer": "sgd", "lr": 0.125, "weight_decay": 1e-4},
-    )
-)

@@ -10,7 +10,7 @@ import torch
 
 from engine.config import TrainConfig
 from engine.errors import UserError
-from multimodal.clip_method import Clip, build_clip
+from multimodal.clip_method import Clip
 from multimodal.config import ClipConfig
 from multimodal.models import TINY_MODEL, create_clip, get_tokenizer
 
@@ -20,7 +20,7 @@ TXT = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
 
 def _method(**kw) -> Clip:
     torch.manual_seed(0)
-    return build_clip(TrainConfig(image_size=32), ClipConfig(**kw))
+    return Clip.build(TrainConfig(image_size=32), ClipConfig(**kw))
 
 
 def test_clip_loss_matches_hand_computation():
@@ -110,7 +110,7 @@ def test_locked_image_tower_stays_fixed_while_text_trains(make_photo_fn, tmp_pat
 
 def test_pretrained_tag_needs_its_native_image_size():
     with pytest.raises(UserError, match="expects --image-size 224"):
-        build_clip(TrainConfig(image_size=64), ClipConfig(model="ViT-B-32", pretrained="openai"))
+        Clip.build(TrainConfig(image_size=64), ClipConfig(model="ViT-B-32", pretrained="openai"))
 
 
 def test_trainer_run_checkpoint_loads_through_pretrained_path(tmp_path, make_photo_fn):

@@ -19,7 +19,7 @@ def _worker(rank: int, init_file: str, photos: str, idx: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         from engine.config import TrainConfig
-        from multimodal.clip_method import build_clip
+        from multimodal.clip_method import Clip
         from multimodal.config import ClipConfig
         from multimodal.embedder import load_clip
         from multimodal.index import Indexer
@@ -29,7 +29,7 @@ def _worker(rank: int, init_file: str, photos: str, idx: str, out: str) -> None:
         txt = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=1)
         lo, hi = rank * 4, rank * 4 + 4
         mine_i, mine_t = img[lo:hi].clone().requires_grad_(), txt[lo:hi].clone().requires_grad_()
-        loss = build_clip(TrainConfig(image_size=32), ClipConfig()).loss_fn()(
+        loss = Clip.build(TrainConfig(image_size=32), ClipConfig()).loss_fn()(
             mine_i, mine_t, torch.tensor(5.0)
         )
         loss.backward()
@@ -47,7 +47,7 @@ def test_ddp_clip_loss_and_sharded_index(tmp_path, photos):
     if not dist.is_available():
         pytest.skip("torch.distributed is not available")
     from engine.config import TrainConfig
-    from multimodal.clip_method import build_clip
+    from multimodal.clip_method import Clip
     from multimodal.config import ClipConfig
     from multimodal.embedder import load_clip
     from multimodal.index import Index, build_index
@@ -59,7 +59,7 @@ def test_ddp_clip_loss_and_sharded_index(tmp_path, photos):
     g = torch.Generator().manual_seed(0)
     img = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=1).requires_grad_()
     txt = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=1).requires_grad_()
-    full = build_clip(TrainConfig(image_size=32), ClipConfig()).loss_fn()(
+    full = Clip.build(TrainConfig(image_size=32), ClipConfig()).loss_fn()(
         img, txt, torch.tensor(5.0)
     )
     full.backward()

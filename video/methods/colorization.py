@@ -31,7 +31,6 @@ from engine.errors import UserError
 from engine.kmeans import assign, kmeans
 from engine.losses import fp32
 from engine.methods.base import Method
-from engine.registry import MethodSpec, register_method
 from video.methods.common import NetFeatures, dilated_resnet
 
 NAME = "colorization_video"
@@ -88,6 +87,30 @@ def pointer_colorization_loss(
 
 
 class ColorizationVideo(Method):
+    """Colorization as tracking: colour a gray frame by pointing into colour reference frames
+    (Vondrick 2018)"""
+
+    method_name, family, config_cls = NAME, "video", ColorizationVideoConfig
+    data_kind = "clips"
+    produces = ("dense",)  # its embedding network is what tracks
+    # Adam lr 1e-3 at batch 32 in the paper = 8e-3 per 256 with linear scaling
+    defaults = {
+        "backbone": "resnet18",
+        "image_size": 64,
+        "batch_size": 32,
+        "optimizer": "adamw",
+        "lr": 8e-3,
+        "weight_decay": 1e-4,
+        "warmup_epochs": 1.0,
+    }
+
+    @classmethod
+    def build(cls, cfg, m: ColorizationVideoConfig) -> ColorizationVideo:
+        return cls(dilated_resnet(cfg, NAME), cfg.image_size, m)
+
+    def extractor(self, kind: str, source=None):
+        return NetFeatures(self, self.net, str(source))
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: ColorizationVideoConfig):
         super().__init__()
         self.cfg = cfg
@@ -144,31 +167,3 @@ class ColorizationVideo(Method):
             ref, tgt, ids[:, :-1].flatten(1), ids[:, -1], self.cfg.clusters, self.cfg.temperature
         )
         return {"loss": loss, "color_acc": acc}
-
-
-def build_colorization(cfg, m: ColorizationVideoConfig) -> ColorizationVideo:
-    return ColorizationVideo(dilated_resnet(cfg, NAME), cfg.image_size, m)
-
-
-register_method(
-    MethodSpec(
-        name=NAME,
-        description="Colorization as tracking: colour a gray frame by pointing into colour reference frames (Vondrick 2018)",
-        config_cls=ColorizationVideoConfig,
-        build=build_colorization,
-        data="clips",
-        family="video",
-        produces=("dense",),  # its embedding network is what tracks
-        features=lambda method, kind, source: NetFeatures(method, method.net, str(source)),
-        # Adam lr 1e-3 at batch 32 in the paper = 8e-3 per 256 with linear scaling
-        defaults={
-            "backbone": "resnet18",
-            "image_size": 64,
-            "batch_size": 32,
-            "optimizer": "adamw",
-            "lr": 8e-3,
-            "weight_decay": 1e-4,
-            "warmup_epochs": 1.0,
-        },
-    )
-)

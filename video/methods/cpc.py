@@ -29,7 +29,6 @@ from engine.augment import ViewSpec
 from engine.config import opt
 from engine.losses import fp32
 from engine.methods.base import Method
-from engine.registry import MethodSpec, register_method
 from video.methods.common import eval_on_clips
 
 NAME = "cpc"
@@ -96,6 +95,25 @@ class ConvGRUCell(nn.Module):
 
 
 class CPC(Method):
+    """CPC / DPC on frame sequences: a (Conv)GRU context predicts future frame features (InfoNCE)"""
+
+    method_name, family, config_cls = NAME, "video", CPCConfig
+    data_kind = "clips"
+    produces = ("clip",)  # the method itself embeds clips (clip_embedding)
+    # DPC: Adam lr 1e-3, weight decay 1e-5, batch 64 per 4 GPUs -> 1e-3 * 256 / 64 per 256
+    defaults = {
+        "backbone": "resnet18",
+        "image_size": 32,
+        "batch_size": 32,
+        "optimizer": "adamw",
+        "lr": 4e-3,
+        "weight_decay": 1e-5,
+        "warmup_epochs": 1.0,
+    }
+
+    def extractor(self, kind: str, source=None):
+        return self
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: CPCConfig):
         super().__init__()
         self.backbone, self.cfg = backbone, cfg
@@ -146,27 +164,3 @@ class CPC(Method):
         return eval_on_clips(
             self, clips, self.spec.size, lambda x: self.encode(x)[1][:, -1].mean(1)
         )
-
-
-register_method(
-    MethodSpec(
-        name=NAME,
-        description="CPC / DPC on frame sequences: a (Conv)GRU context predicts future frame features (InfoNCE)",
-        config_cls=CPCConfig,
-        build=CPC.build,
-        data="clips",
-        family="video",
-        produces=("clip",),  # the method itself embeds clips (clip_embedding)
-        features=lambda method, kind, source: method,
-        # DPC: Adam lr 1e-3, weight decay 1e-5, batch 64 per 4 GPUs -> 1e-3 * 256 / 64 per 256
-        defaults={
-            "backbone": "resnet18",
-            "image_size": 32,
-            "batch_size": 32,
-            "optimizer": "adamw",
-            "lr": 4e-3,
-            "weight_decay": 1e-5,
-            "warmup_epochs": 1.0,
-        },
-    )
-)

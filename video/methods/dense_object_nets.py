@@ -38,7 +38,6 @@ from engine.config import opt
 from engine.errors import UserError
 from engine.losses import fp32
 from engine.methods.base import Method
-from engine.registry import MethodSpec, register_method
 from video import correspondence as corr
 from video.methods.common import NetFeatures, dilated_resnet
 
@@ -94,6 +93,30 @@ def pixelwise_contrastive_loss(
 
 
 class DenseObjectNets(Method):
+    """Dense Object Nets: per-pixel descriptors from a pixel-wise contrastive loss on homography and
+    optical-flow correspondences"""
+
+    method_name, family, config_cls = NAME, "video", DenseObjectNetsConfig
+    data_kind = "clips"
+    produces = ("dense",)  # the descriptor map is the model's output
+    # paper: Adam lr 1e-4, weight decay 1e-4 (batch 1 pair); scaled to batch 32 pairs
+    defaults = {
+        "backbone": "resnet18",
+        "image_size": 64,
+        "batch_size": 32,
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "warmup_epochs": 1.0,
+    }
+
+    @classmethod
+    def build(cls, cfg, m: DenseObjectNetsConfig) -> DenseObjectNets:
+        return cls(dilated_resnet(cfg, NAME), cfg.image_size, m)  # the FCN at stride 8
+
+    def extractor(self, kind: str, source=None):
+        return NetFeatures(self, self.net, str(source), True)
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: DenseObjectNetsConfig):
         super().__init__()
         self.cfg, self.size = cfg, image_size
@@ -175,31 +198,3 @@ class DenseObjectNets(Method):
             da, db, dneg, weight, neg_ok, self.cfg.margin
         )
         return {"loss": loss, "match": match, "nonmatch": nonmatch}
-
-
-def build_dense_object_nets(cfg, m: DenseObjectNetsConfig) -> DenseObjectNets:
-    return DenseObjectNets(dilated_resnet(cfg, NAME), cfg.image_size, m)  # the FCN at stride 8
-
-
-register_method(
-    MethodSpec(
-        name=NAME,
-        description="Dense Object Nets: per-pixel descriptors from a pixel-wise contrastive loss on homography and optical-flow correspondences",
-        config_cls=DenseObjectNetsConfig,
-        build=build_dense_object_nets,
-        data="clips",
-        family="video",
-        produces=("dense",),  # the descriptor map is the model's output
-        features=lambda method, kind, source: NetFeatures(method, method.net, str(source), True),
-        # paper: Adam lr 1e-4, weight decay 1e-4 (batch 1 pair); scaled to batch 32 pairs
-        defaults={
-            "backbone": "resnet18",
-            "image_size": 64,
-            "batch_size": 32,
-            "optimizer": "adamw",
-            "lr": 1e-3,
-            "weight_decay": 1e-4,
-            "warmup_epochs": 1.0,
-        },
-    )
-)

@@ -25,7 +25,6 @@ from engine.config import opt
 from engine.hog import auto_cell, hog_patch_targets
 from engine.masking import masked_mean
 from engine.methods.base import Method
-from engine.registry import MethodSpec, register_method
 from video.methods.common import eval_on_clips
 from video.video_vit import VideoViT, build_video_vit
 
@@ -88,6 +87,33 @@ def cube_hog_targets(frames: Tensor, patch: int, tubelet: int, cell: int, bins: 
 
 
 class MaskFeatVideo(Method):
+    """MaskFeat on clips: predict HOG of randomly masked space-time cubes (video ViT)"""
+
+    method_name, family, config_cls = NAME, "video", MaskFeatVideoConfig
+    data_kind = "clips"
+    produces = ("clip",)  # the method itself embeds clips (clip_embedding)
+    # paper (Kinetics): AdamW, lr 8e-4 per 512 -> 4e-4 per 256, weight decay 0.05, warm-up
+    defaults = {
+        "backbone": "vit_tiny",
+        "image_size": 32,
+        "batch_size": 32,
+        "optimizer": "adamw",
+        "lr": 4e-4,
+        "weight_decay": 0.05,
+        "warmup_epochs": 2.0,
+    }
+
+    @classmethod
+    def build(cls, cfg, m):
+        return MaskFeatVideo(
+            build_video_vit(cfg.backbone, cfg.image_size, m.clip_len, 2, m.depth or None),
+            cfg.image_size,
+            m,
+        )
+
+    def extractor(self, kind: str, source=None):
+        return self
+
     def __init__(self, backbone: VideoViT, image_size: int, cfg: MaskFeatVideoConfig):
         super().__init__()
         self.backbone, self.cfg = backbone, cfg
@@ -122,31 +148,3 @@ class MaskFeatVideo(Method):
     def clip_embedding(self, clips: Tensor) -> Tensor:
         """uint8 [B, T, 3, H, W] -> mean of the encoder's tokens [B, D] (no mask, eval mode)."""
         return eval_on_clips(self, clips, self.spec.size, self.backbone)
-
-
-register_method(
-    MethodSpec(
-        name=NAME,
-        description="MaskFeat on clips: predict HOG of randomly masked space-time cubes (video ViT)",
-        config_cls=MaskFeatVideoConfig,
-        build=lambda cfg, m: MaskFeatVideo(
-            build_video_vit(cfg.backbone, cfg.image_size, m.clip_len, 2, m.depth or None),
-            cfg.image_size,
-            m,
-        ),
-        data="clips",
-        family="video",
-        produces=("clip",),  # the method itself embeds clips (clip_embedding)
-        features=lambda method, kind, source: method,
-        # paper (Kinetics): AdamW, lr 8e-4 per 512 -> 4e-4 per 256, weight decay 0.05, warm-up
-        defaults={
-            "backbone": "vit_tiny",
-            "image_size": 32,
-            "batch_size": 32,
-            "optimizer": "adamw",
-            "lr": 4e-4,
-            "weight_decay": 0.05,
-            "warmup_epochs": 2.0,
-        },
-    )
-)
