@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from video.features import LabFeatures, load_dense_features  # noqa: E402
 from video.io import FolderReader  # noqa: E402
-from video.jf import evaluate_sequence  # noqa: E402
+from video.jf import evaluate_sequence, mean_over_objects  # noqa: E402
 from video.masks import object_ids, read_mask  # noqa: E402
 from video.pipeline import davis_sequences, frame_names  # noqa: E402
 from video.propagation import PropagationConfig, Propagator, ids_to_onehot, labels_to_ids  # noqa: E402
@@ -78,7 +77,7 @@ def train_colorization(root: Path, steps: int, out: Path, size: int, batch: int)
 def run_source(
     name: str, features, seqs, cfg: PropagationConfig, max_frames: int, dense_frames: int
 ) -> dict:
-    rows, js, fs = [], [], []
+    rows, objects = [], []
     tot = {
         "frames": 0,
         "feat_s": 0.0,
@@ -121,8 +120,7 @@ def run_source(
         )
         tot["compared"] += d
         res = evaluate_sequence(masks["local"], gts, objects=ids[1:])
-        js += [v["J"] for v in res["objects"].values()]
-        fs += [v["F"] for v in res["objects"].values()]
+        objects.append(res["objects"])
         rows.append({"sequence": seq, "frames": n, "J": res["J"], "F": res["F"], "J&F": res["J&F"]})
         tot["frames"] += n
         tot["feat_s"] += feat_s
@@ -130,14 +128,11 @@ def run_source(
             f"  {name:>12} {seq:<12} J {res['J']:.3f} F {res['F']:.3f} J&F {res['J&F']:.3f} ({n} frames)",
             flush=True,
         )
-    j, f = float(np.mean(js)), float(np.mean(fs))
     steps_local = tot["frames"] - len(seqs)
     steps_dense = tot["dense_frames"] - len(seqs)
     return {
         "features": name,
-        "J": j,
-        "F": f,
-        "J&F": (j + f) / 2,
+        **mean_over_objects(objects),
         "sequences": rows,
         "frames": tot["frames"],
         "features_fps": tot["frames"] / tot["feat_s"],

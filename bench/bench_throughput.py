@@ -190,6 +190,10 @@ class Lightly:
         self.update_momentum, self.cosine_schedule = update_momentum, cosine_schedule
         self.backbone = lightly_backbone()
         mods = nn.ModuleDict({"backbone": self.backbone})
+        byol_views = BYOLTransform(  # BYOL's asymmetric pair, also lightly's Barlow Twins recipe
+            view_1_transform=BYOLView1Transform(input_size=s),
+            view_2_transform=BYOLView2Transform(input_size=s),
+        )
         if method == "simclr":
             mods["head"] = heads.SimCLRProjectionHead(512, 512, 128)
             self.criterion = NTXentLoss(temperature=0.5)
@@ -204,10 +208,7 @@ class Lightly:
             mods["head"] = heads.BYOLProjectionHead(512, 4096, 256)
             mods["predictor"] = heads.BYOLPredictionHead(256, 4096, 256)
             self.criterion = NegativeCosineSimilarity()
-            transform = BYOLTransform(
-                view_1_transform=BYOLView1Transform(input_size=s),
-                view_2_transform=BYOLView2Transform(input_size=s),
-            )
+            transform = byol_views
             lr, wd = 0.1, 5e-4
         elif method == "dino":
             mods["head"] = heads.DINOProjectionHead(512, 1024, 256, 2048, freeze_last_layer=1)
@@ -217,10 +218,7 @@ class Lightly:
         elif method == "barlow_twins":
             mods["head"] = heads.BarlowTwinsProjectionHead(512, 2048, 2048)
             self.criterion = BarlowTwinsLoss()
-            transform = BYOLTransform(
-                view_1_transform=BYOLView1Transform(input_size=s),
-                view_2_transform=BYOLView2Transform(input_size=s),
-            )
+            transform = byol_views
             lr, wd = 0.1, 5e-4
         else:
             raise ValueError(method)

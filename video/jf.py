@@ -112,6 +112,13 @@ def evaluate_sequence(
             "J": float(np.mean(js)) if js else float("nan"),
             "F": float(np.mean(fs)) if fs else float("nan"),
         }
-    j = float(np.mean([v["J"] for v in per_obj.values()])) if per_obj else float("nan")
-    f = float(np.mean([v["F"] for v in per_obj.values()])) if per_obj else float("nan")
-    return {"J": j, "F": f, "J&F": (j + f) / 2, "objects": per_obj, "frames": len(frames)}
+    return {**mean_over_objects([per_obj]), "objects": per_obj, "frames": len(frames)}
+
+
+def mean_over_objects(per_sequence_objects: list[dict]) -> dict[str, float]:
+    """{"J", "F", "J&F"}: means over every object of every sequence (each an evaluate_sequence
+    "objects" dict), as DAVIS's global means; NaN when there is none."""
+    objs = [v for objects in per_sequence_objects for v in objects.values()]
+    j = float(np.mean([v["J"] for v in objs])) if objs else float("nan")
+    f = float(np.mean([v["F"] for v in objs])) if objs else float("nan")
+    return {"J": j, "F": f, "J&F": (j + f) / 2}

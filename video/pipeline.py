@@ -17,7 +17,7 @@ import numpy as np
 from engine.errors import UserError
 from video.annotations import KEYPOINTS_HEADER
 from video.io import FolderReader, VideoReader, VideoWriter, open_video
-from video.jf import evaluate_sequence
+from video.jf import evaluate_sequence, mean_over_objects
 from video.masks import DAVIS_PALETTE, object_ids, read_mask, write_mask
 from video.propagation import PropagationConfig, propagate_keypoints, propagate_masks
 
@@ -382,7 +382,7 @@ def evaluate_davis(
 ) -> dict[str, Any]:
     """Propagate each sequence from its first-frame ground truth; J, F, J&F per sequence and
     overall (mean over all objects of all sequences, as the DAVIS benchmark reports)."""
-    rows, all_j, all_f = [], [], []
+    rows, objects = [], []
     total_frames, total_s = 0, 0.0
     for name, img_dir, ann_dir in davis_sequences(root, sequences):
         reader = FolderReader(img_dir)
@@ -417,16 +417,12 @@ def evaluate_davis(
                 "fps": n / max(dt, 1e-9),
             }
         )
-        all_j += [v["J"] for v in res["objects"].values()]
-        all_f += [v["F"] for v in res["objects"].values()]
+        objects.append(res["objects"])
         total_frames += n
         total_s += dt
-    j, f = float(np.mean(all_j)), float(np.mean(all_f))
     return {
         "sequences": rows,
-        "J": j,
-        "F": f,
-        "J&F": (j + f) / 2,
+        **mean_over_objects(objects),
         "frames": total_frames,
         "fps": total_frames / max(total_s, 1e-9),
     }

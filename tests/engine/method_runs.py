@@ -31,6 +31,13 @@ def step_values(run: Path, key: str = "loss") -> dict[int, float]:
     return {e["step"]: e["losses"][key] for e in read_events(run) if e["type"] == "step"}
 
 
+def first_and_last_losses(run: Path, n: int = 3) -> tuple[float, float]:
+    """The mean loss of a run's first n steps and of its last n steps."""
+    losses = step_values(run)
+    steps = sorted(losses)
+    return tuple(sum(losses[s] for s in part) / n for part in (steps[:n], steps[-n:]))
+
+
 def sigterm_at(step: int):
     """A trainer callback that stops the run at `step` as the app's Stop button does."""
 

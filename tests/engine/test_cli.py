@@ -74,35 +74,14 @@ def test_train_eval_export_round_trip(capsys, shapes_dir, tmp_path):
         "0",
     )
     assert code == 0, err
-    code, out, err = run(
-        capsys,
-        "eval",
-        "knn",
-        "--checkpoint",
-        str(run_dir),
-        "--train",
-        str(shapes_dir),
-        "--k",
-        "5",
-        "--num-workers",
-        "0",
-    )
+    knn = ("eval", "knn", "--train", str(shapes_dir), "--k", "5", "--num-workers", "0")
+    code, out, err = run(capsys, *knn, "--checkpoint", str(run_dir))
     assert code == 0, err
     assert json.loads((run_dir / "eval" / "knn.json").read_text())["top1"] >= 0
     code, out, err = run(capsys, "export", "--checkpoint", str(run_dir))
     assert code == 0 and (run_dir / "exports" / "backbone.safetensors").exists()
     code, out, err = run(
-        capsys,
-        "eval",
-        "knn",
-        "--checkpoint",
-        str(run_dir / "exports" / "backbone.safetensors"),
-        "--train",
-        str(shapes_dir),
-        "--k",
-        "5",
-        "--num-workers",
-        "0",
+        capsys, *knn, "--checkpoint", str(run_dir / "exports" / "backbone.safetensors")
     )
     assert code == 0, err
 

@@ -19,7 +19,7 @@ from engine.methods.cpc_v2 import (
     info_nce,
     patch_grid,
 )
-from tests.engine.method_runs import assert_stop_and_resume_replay, step_values, tiny_run
+from tests.engine.method_runs import assert_stop_and_resume_replay, first_and_last_losses, tiny_run
 
 TINY = {
     "patch_size": 4,
@@ -101,18 +101,13 @@ def _cfg(shapes_dir, run, steps, lr=0.06, min_lr_ratio=0.0, **m):
     return tiny_run("cpc_v2", shapes_dir, run, steps, {**TINY, **m}, optim, precision="fp32")
 
 
-def _losses(run) -> dict[int, float]:
-    return step_values(run)
-
-
 def test_loss_falls_and_features_are_pooled_patch_codes(shapes_dir, tmp_path):
     """Chance is log(12 images x 49 patches) = 6.38 nats. Colour dropping on every patch (the
     default) makes the task slow to start on 36 images; half the patches keep their colour here."""
     torch.manual_seed(0)
     train(_cfg(shapes_dir, tmp_path / "run", 60, 0.13, 1.0, color_drop_p=0.5))  # 6e-3, constant
-    losses = _losses(tmp_path / "run")
-    first, last = sum(losses[s] for s in (1, 2, 3)) / 3, sum(losses[s] for s in (58, 59, 60)) / 3
-    assert first > 6.3 and last < first - 0.2, losses
+    first, last = first_and_last_losses(tmp_path / "run")
+    assert first > 6.3 and last < first - 0.2, (first, last)
 
     from engine.features import load_features
 

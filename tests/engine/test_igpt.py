@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import engine.methods  # noqa: F401
 from engine.build import train
 from engine.methods.igpt import IGPTConfig, IGPTNet, next_token_loss
-from tests.engine.method_runs import assert_stop_and_resume_replay, step_values, tiny_run
+from tests.engine.method_runs import assert_stop_and_resume_replay, first_and_last_losses, tiny_run
 
 TINY = {"clusters": 8, "resolution": 8, "width": 32, "depth": 2, "num_heads": 2}
 
@@ -61,16 +61,11 @@ def _cfg(shapes_dir, run, steps, **m):
     return tiny_run("igpt", shapes_dir, run, steps, {**TINY, **m}, optim, precision="fp32")
 
 
-def _losses(run) -> dict[int, float]:
-    return step_values(run)
-
-
 def test_loss_falls_palette_is_kept_and_features_pool_the_probe_layer(shapes_dir, tmp_path):
     torch.manual_seed(0)
     train(_cfg(shapes_dir, tmp_path / "run", 30))
-    losses = _losses(tmp_path / "run")
-    first, last = sum(losses[s] for s in (1, 2, 3)) / 3, sum(losses[s] for s in (28, 29, 30)) / 3
-    assert first > math.log(8) - 0.3 and last < first - 0.4, losses
+    first, last = first_and_last_losses(tmp_path / "run")
+    assert first > math.log(8) - 0.3 and last < first - 0.4, (first, last)
     ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     palette = ck["model"]["backbone.palette"]
     assert bool(ck["model"]["backbone.fitted"]) and palette.shape == (8, 3)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import engine.methods  # noqa: F401
 from engine.build import build_method, train
 from engine.methods.instdisc import exact_loss, nce_loss
-from tests.engine.method_runs import assert_stop_and_resume_replay, step_values, tiny_run
+from tests.engine.method_runs import assert_stop_and_resume_replay, first_and_last_losses, tiny_run
 
 
 def test_nce_loss_by_hand():
@@ -37,17 +37,12 @@ def _cfg(shapes_dir, run, steps, **m):
     return tiny_run("instdisc", shapes_dir, run, steps, {"feat_dim": 16, **m})
 
 
-def _losses(run) -> dict[int, float]:
-    return step_values(run)
-
-
 def test_loss_falls_and_the_bank_follows_the_embeddings(shapes_dir, tmp_path):
     """The exact softmax (the default below 8192 images): the loss falls on the sample."""
     torch.manual_seed(0)
     train(_cfg(shapes_dir, tmp_path / "run", 24))
-    losses = _losses(tmp_path / "run")
-    first, last = sum(losses[s] for s in (1, 2, 3)) / 3, sum(losses[s] for s in (22, 23, 24)) / 3
-    assert last < first * 0.97, losses
+    first, last = first_and_last_losses(tmp_path / "run")
+    assert last < first * 0.97, (first, last)
     ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     bank = ck["model"]["bank"]
     assert bank.shape == (36, 16) and torch.allclose(bank.norm(dim=1), torch.ones(36), atol=1e-5)

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from engine.backbones import build_backbone
 from engine.color import rgb_to_lab
-from engine.config import TrainConfig
 from engine.errors import UserError
 from engine.kmeans import kmeans, pca_whiten
 from engine.methods.base import Method
@@ -34,6 +33,7 @@ from engine.methods.rotation import Rotation, RotationConfig, rotate_all
 from engine.methods.splitbrain import SplitBrain, SplitBrainConfig
 from engine.methods.tiles import crop_patches, drop_color_channels, normalize_patches
 from engine.registry import list_methods
+from tests.engine.method_runs import tiny_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -331,17 +331,7 @@ def test_deepcluster_reclusters_every_epoch_with_the_trainer(shapes_dir, tmp_pat
     from engine.data import ImageFolderDataset
     from engine.trainer import Trainer
 
-    cfg = TrainConfig(
-        data=str(shapes_dir),
-        method="deepcluster",
-        image_size=16,
-        batch_size=12,
-        epochs=2,
-        num_workers=0,
-        device="cpu",
-        log_every=1,
-        checkpoint_every=100,
-    )
+    cfg = tiny_run("deepcluster", shapes_dir, tmp_path / "run", 0, epochs=2, device="cpu")
     m = DeepCluster(tiny_vit(16), 16, DeepClusterConfig(num_clusters=6, pca_dim=16), seed=0)
     seen = []
     orig = m.recluster

@@ -199,23 +199,13 @@ def test_colormap_is_monotone_in_luminance():
 @pytest.fixture
 def mae_run(shapes_dir, tmp_path):
     import engine.methods.mae as mae_mod
-    from engine.config import OptimConfig, TrainConfig
     from engine.data import ImageFolderDataset
     from engine.trainer import Trainer
+    from tests.engine.method_runs import tiny_run
 
     torch.manual_seed(0)
-    cfg = TrainConfig(
-        data=str(shapes_dir),
-        method="mae",
-        backbone="vit_tiny",
-        image_size=16,
-        max_steps=2,
-        batch_size=8,
-        num_workers=0,
-        device="cpu",
-        optim=OptimConfig(optimizer="adamw", lr=1e-3),
-        method_args={"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2},
-    )
+    decoder = {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}
+    cfg = tiny_run("mae", shapes_dir, tmp_path / "run", 2, decoder, {"lr": 1e-3}, batch_size=8)
     method = mae_mod.MAE(
         build_backbone("vit_tiny", 16, depth=2), 16, mae_mod.MAEConfig(**cfg.method_args)
     )

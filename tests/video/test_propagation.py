@@ -137,39 +137,13 @@ def test_cli_propagate_and_errors(sample, sample_masks_dir, tmp_path, capsys):
     assert len(written) == 48 and (out / "shapes_overlay.mp4").exists()
     ids, _ = read_mask(written[-1])
     assert set(np.unique(ids)) == {0, 1, 2}
-    small = tmp_path / "small.png"
+    video, small = str(sample / "shapes.mp4"), tmp_path / "small.png"
     write_mask(small, np.ones((10, 10), np.uint8))
-    assert (
-        main(
-            [
-                "propagate",
-                "--video",
-                str(sample / "shapes.mp4"),
-                "--mask",
-                str(small),
-                "--out",
-                str(out),
-            ]
-        )
-        == 2
-    )
+    assert main(["propagate", "--video", video, "--mask", str(small), "--out", str(out)]) == 2
     assert "small.png: mask is 10x10 but the video frames are 128x128" in capsys.readouterr().err
     empty = tmp_path / "empty.png"
     write_mask(empty, np.zeros((128, 128), np.uint8))
-    assert (
-        main(
-            [
-                "propagate",
-                "--video",
-                str(sample / "shapes.mp4"),
-                "--mask",
-                str(empty),
-                "--out",
-                str(out),
-            ]
-        )
-        == 2
-    )
+    assert main(["propagate", "--video", video, "--mask", str(empty), "--out", str(out)]) == 2
     assert "no object" in capsys.readouterr().err
 
 
