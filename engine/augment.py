@@ -380,6 +380,15 @@ def crop_view(size: int, scale_min: float, normalize: bool = True, gray_p: float
     )
 
 
+def whole_view(size: int, flip_p: float = 0.5) -> ViewSpec:
+    """The whole image, resized, optionally flipped, nothing else: what a target network sees
+    (OBoW's teacher, DeepCluster's clustering pass, the slot models' frozen encoder)."""
+    return ViewSpec(
+        size=size, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=flip_p, jitter_p=0.0, gray_p=0.0,
+        blur_p=0.0,
+    )  # fmt: skip
+
+
 def simclr_views(size: int, strength: float | None = None) -> list[ViewSpec]:
     """SimCLR (Chen et al. 2020): two identical views. Colour strength s=1.0 on ImageNet, s=0.5
     and no blur in the CIFAR recipe, which we use for images of at most 64 px."""

@@ -66,15 +66,7 @@ class DeepCluster(Method):
             "sample_weights", torch.ones(cfg.num_clusters)
         )  # per-cluster loss weight
         self.spec = augment.simclr_views(image_size)[0]
-        self.center = augment.ViewSpec(
-            size=image_size,
-            scale=(1.0, 1.0),
-            ratio=(1.0, 1.0),
-            flip_p=0.0,
-            jitter_p=0.0,
-            gray_p=0.0,
-            blur_p=0.0,
-        )
+        self.center = augment.whole_view(image_size, flip_p=0.0)
         self.last_stats: dict[str, float] = {}
 
     @classmethod

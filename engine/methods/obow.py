@@ -211,14 +211,7 @@ class OBoW(Method):
         )
         blur = 0.5 if image_size > 64 else 0.0
         # teacher: the whole image, flipped with p 0.5 (official: resize 256, centre crop 224, flip)
-        self.teacher_spec = augment.ViewSpec(
-            size=image_size,
-            scale=(1.0, 1.0),
-            ratio=(1.0, 1.0),
-            jitter_p=0.0,
-            gray_p=0.0,
-            blur_p=0.0,
-        )
+        self.teacher_spec = augment.whole_view(image_size)
         crop = cfg.crop_size or scaled_size(image_size, 160)
         self.crop_spec = augment.ViewSpec(
             size=crop, scale=(cfg.crop_scale_min, cfg.crop_scale_max), blur_p=blur

@@ -411,10 +411,7 @@ class SlotModel(Method):
         self.embed_dim = d
         self.slot_attn = SlotAttention(d, cfg.slot_dim, cfg.slot_mlp_dim, cfg.slot_iters)
         self.slot_proj = nn.Sequential(linear(cfg.slot_dim, d, bias=False), nn.LayerNorm(d))
-        self.spec = augment.ViewSpec(
-            size=image_size, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.5, jitter_p=0.0,
-            gray_p=0.0, blur_p=0.0,
-        )  # fmt: skip
+        self.spec = augment.whole_view(image_size)
 
     def init_slots_params(self) -> None:
         s = self.cfg.slot_dim

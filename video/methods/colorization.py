@@ -30,17 +30,14 @@ from engine.config import opt
 from engine.errors import UserError
 from engine.kmeans import assign, kmeans
 from engine.losses import fp32
-from engine.methods.base import Method
-from video.methods.common import NetFeatures, dilated_resnet
+from video.methods.common import ClipSampling, NetFeatures, VideoMethod, dilated_resnet
 
 NAME = "colorization_video"
 
 
 @dataclass
-class ColorizationVideoConfig:
+class ColorizationVideoConfig(ClipSampling):
     n_ref: int = opt(3, "reference frames per target (paper: 3, predict the 4th)")
-    frame_stride: int = opt(2, "frames between the clip's frames")
-    sampling: str = opt("random", "clip start: random | uniform")
     clusters: int = opt(16, "k-means colour clusters in ab (paper: 16)")
     embed_dim: int = opt(64, "embedding dimension (paper: 64)")
     temperature: float = opt(1.0, "softmax temperature of the pointer during training")
@@ -86,22 +83,18 @@ def pointer_colorization_loss(
     return loss, acc
 
 
-class ColorizationVideo(Method):
+class ColorizationVideo(VideoMethod):
     """Colorization as tracking: colour a gray frame by pointing into colour reference frames
     (Vondrick 2018)"""
 
-    method_name, family, config_cls = NAME, "video", ColorizationVideoConfig
-    data_kind = "clips"
+    method_name, config_cls = NAME, ColorizationVideoConfig
     produces = ("dense",)  # its embedding network is what tracks
     # Adam lr 1e-3 at batch 32 in the paper = 8e-3 per 256 with linear scaling
-    defaults = {
+    defaults = VideoMethod.defaults | {
         "backbone": "resnet18",
         "image_size": 64,
-        "batch_size": 32,
-        "optimizer": "adamw",
         "lr": 8e-3,
         "weight_decay": 1e-4,
-        "warmup_epochs": 1.0,
     }
 
     @classmethod

@@ -1,16 +1,35 @@
-"""What the video methods share: running an encoder on whole clips for evaluation, the
-stride-8 ResNet that dense tracking methods read, and their own networks as dense features."""
+"""What the video methods share: their registry family, data and clip-sampling options, running
+an encoder on whole clips for evaluation, the stride-8 ResNet that dense tracking methods read,
+and their own networks as dense features."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.augment import normalize, to_float
+from engine.config import opt
 from engine.errors import UserError
+from engine.methods.base import Method
+
+
+@dataclass
+class ClipSampling:
+    """How training clips are cut from each video (video/data.py reads these fields)."""
+
+    frame_stride: int = opt(2, "frames between a clip's consecutive frames")
+    sampling: str = opt("random", "clip start: random | uniform")
+
+
+class VideoMethod(Method):
+    """A method trained on clips; subclasses extend `defaults` with their paper's optimiser."""
+
+    family, data_kind = "video", "clips"
+    defaults = {"batch_size": 32, "optimizer": "adamw", "warmup_epochs": 1.0}
 
 
 @torch.no_grad()

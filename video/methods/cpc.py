@@ -28,17 +28,14 @@ from torch import Tensor, nn
 from engine.augment import ViewSpec
 from engine.config import opt
 from engine.losses import fp32
-from engine.methods.base import Method
-from video.methods.common import eval_on_clips
+from video.methods.common import ClipSampling, VideoMethod, eval_on_clips
 
 NAME = "cpc"
 
 
 @dataclass
-class CPCConfig:
+class CPCConfig(ClipSampling):
     clip_len: int = opt(8, "frames per sequence (DPC: 8 blocks)")
-    frame_stride: int = opt(2, "frames between consecutive steps")
-    sampling: str = opt("random", "clip start: random | uniform")
     pred_steps: int = opt(3, "future steps predicted, one W_k each (DPC: 3)")
     hidden_dim: int = opt(256, "GRU / ConvGRU context channels")
     dense: bool = opt(True, "DPC: predict feature maps with a ConvGRU (False: pooled CPC)")
@@ -94,21 +91,17 @@ class ConvGRUCell(nn.Module):
         return (1 - update) * h + update * cand
 
 
-class CPC(Method):
+class CPC(VideoMethod):
     """CPC / DPC on frame sequences: a (Conv)GRU context predicts future frame features (InfoNCE)"""
 
-    method_name, family, config_cls = NAME, "video", CPCConfig
-    data_kind = "clips"
+    method_name, config_cls = NAME, CPCConfig
     produces = ("clip",)  # the method itself embeds clips (clip_embedding)
     # DPC: Adam lr 1e-3, weight decay 1e-5, batch 64 per 4 GPUs -> 1e-3 * 256 / 64 per 256
-    defaults = {
+    defaults = VideoMethod.defaults | {
         "backbone": "resnet18",
         "image_size": 32,
-        "batch_size": 32,
-        "optimizer": "adamw",
         "lr": 4e-3,
         "weight_decay": 1e-5,
-        "warmup_epochs": 1.0,
     }
 
     def extractor(self, kind: str, source=None):

@@ -37,15 +37,14 @@ from engine.augment import normalize
 from engine.config import opt
 from engine.errors import UserError
 from engine.losses import fp32
-from engine.methods.base import Method
 from video import correspondence as corr
-from video.methods.common import NetFeatures, dilated_resnet
+from video.methods.common import ClipSampling, NetFeatures, VideoMethod, dilated_resnet
 
 NAME = "dense_object_nets"
 
 
 @dataclass
-class DenseObjectNetsConfig:
+class DenseObjectNetsConfig(ClipSampling):
     descriptor_dim: int = opt(32, "descriptor size D (paper: 3 for display, up to 16)")
     margin: float = opt(0.5, "non-match margin M (paper 0.5)")
     matches: int = opt(256, "matches sampled per image pair (paper 5000 at 640x480)")
@@ -54,8 +53,6 @@ class DenseObjectNetsConfig:
     homography_p: float = opt(0.5, "share of pairs made by a random homography (rest: flow)")
     homography_strength: float = opt(0.2, "corner displacement, a fraction of the half-width")
     max_rotation: float = opt(30.0, "rotation of the homography pairs, degrees")
-    frame_stride: int = opt(2, "frames between a flow pair's two frames")
-    sampling: str = opt("random", "clip start: random | uniform")
     jitter: float = opt(0.3, "colour jitter (brightness/contrast/saturation) per image")
 
     @property
@@ -92,22 +89,18 @@ def pixelwise_contrastive_loss(
     return match + nonmatch, match, nonmatch
 
 
-class DenseObjectNets(Method):
+class DenseObjectNets(VideoMethod):
     """Dense Object Nets: per-pixel descriptors from a pixel-wise contrastive loss on homography and
     optical-flow correspondences"""
 
-    method_name, family, config_cls = NAME, "video", DenseObjectNetsConfig
-    data_kind = "clips"
+    method_name, config_cls = NAME, DenseObjectNetsConfig
     produces = ("dense",)  # the descriptor map is the model's output
     # paper: Adam lr 1e-4, weight decay 1e-4 (batch 1 pair); scaled to batch 32 pairs
-    defaults = {
+    defaults = VideoMethod.defaults | {
         "backbone": "resnet18",
         "image_size": 64,
-        "batch_size": 32,
-        "optimizer": "adamw",
         "lr": 1e-3,
         "weight_decay": 1e-4,
-        "warmup_epochs": 1.0,
     }
 
     @classmethod

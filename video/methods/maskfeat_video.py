@@ -24,18 +24,15 @@ from engine import augment
 from engine.config import opt
 from engine.hog import auto_cell, hog_patch_targets
 from engine.masking import masked_mean
-from engine.methods.base import Method
-from video.methods.common import eval_on_clips
+from video.methods.common import ClipSampling, VideoMethod, eval_on_clips
 from video.video_vit import VideoViT, build_video_vit
 
 NAME = "maskfeat_video"
 
 
 @dataclass
-class MaskFeatVideoConfig:
-    clip_len: int = opt(4, "frames per clip (paper: 16), a multiple of the cube's 2")
-    frame_stride: int = opt(2, "frames between the clip's frames (paper: 4)")
-    sampling: str = opt("random", "clip start: random | uniform")
+class MaskFeatVideoConfig(ClipSampling):
+    clip_len: int = opt(4, "frames per clip (paper: 16 at stride 4), a multiple of the cube's 2")
     mask_ratio: float = opt(0.4, "fraction of cubes masked (paper: 0.4)")
     hog_bins: int = opt(9, "HOG orientation bins")
     hog_cell: int = opt(8, "HOG cell in pixels, shrunk to the cube's side on small inputs")
@@ -86,18 +83,15 @@ def cube_hog_targets(frames: Tensor, patch: int, tubelet: int, cell: int, bins: 
     return per.reshape(b, -1, per.shape[-1])
 
 
-class MaskFeatVideo(Method):
+class MaskFeatVideo(VideoMethod):
     """MaskFeat on clips: predict HOG of randomly masked space-time cubes (video ViT)"""
 
-    method_name, family, config_cls = NAME, "video", MaskFeatVideoConfig
-    data_kind = "clips"
+    method_name, config_cls = NAME, MaskFeatVideoConfig
     produces = ("clip",)  # the method itself embeds clips (clip_embedding)
     # paper (Kinetics): AdamW, lr 8e-4 per 512 -> 4e-4 per 256, weight decay 0.05, warm-up
-    defaults = {
+    defaults = VideoMethod.defaults | {
         "backbone": "vit_tiny",
         "image_size": 32,
-        "batch_size": 32,
-        "optimizer": "adamw",
         "lr": 4e-4,
         "weight_decay": 0.05,
         "warmup_epochs": 2.0,
