@@ -62,26 +62,36 @@ class LARS(torch.optim.Optimizer):
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay (and no LARS adaptation) on biases, norm weights and 1-d tokens."""
-    decay, no_decay = [], []
+    """No weight decay (and no LARS adaptation) on biases, norm weights and 1-d tokens; the
+    model's `constant_lr_groups` (by name prefix) in groups of their own, split the same way and
+    marked `constant`: the trainer and the methods' schedules leave their lr and wd alone."""
+    constant = getattr(model, "constant_lr_groups", {})
+    split: dict[tuple[str, bool], list] = {}  # (prefix or "", decayed) -> params
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (
-            no_decay
-            if p.ndim <= 1 or name.endswith(("cls_token", "mask_token", "pos_embed"))
-            else decay
-        ).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay, "lars_exclude": False},
-        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
+        prefix = next((k for k in constant if name.startswith(k)), "")
+        tokens = name.endswith(("cls_token", "mask_token", "pos_embed"))
+        split.setdefault((prefix, not (p.ndim <= 1 or tokens)), []).append(p)
+    groups = [
+        {"params": split.get(("", True), []), "weight_decay": weight_decay, "lars_exclude": False},
+        {"params": split.get(("", False), []), "weight_decay": 0.0, "lars_exclude": True},
     ]
+    for (prefix, decayed), params in split.items():
+        if prefix:
+            wd = constant[prefix].get("weight_decay", weight_decay) if decayed else 0.0
+            groups.append(
+                {"params": params, "lr": constant[prefix]["lr"], "weight_decay": wd,
+                 "lars_exclude": not decayed, "constant": True}
+            )  # fmt: skip
+    return groups
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay)
     for g in groups:  # what per-group schedules (Method.on_step_start) start from
-        g.update(peak_lr=lr, base_weight_decay=g["weight_decay"], min_lr_ratio=cfg.min_lr_ratio)
+        if not g.get("constant"):
+            g.update(peak_lr=lr, base_weight_decay=g["weight_decay"], min_lr_ratio=cfg.min_lr_ratio)
     if cfg.optimizer == "sgd":
         for g in groups:
             g.pop("lars_exclude")

@@ -427,7 +427,8 @@ class Trainer:
             self.cfg.optim.min_lr_ratio,
         )
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            if not g.get("constant"):  # a recipe's fixed-lr parameters (Method.constant_lr_groups)
+                g["lr"] = lr
         self.method.on_step_start(self.step, self.total_steps, self.optimizer)  # DINO's wd cosine
         local = next(v.shape[0] for v in batch.values() if torch.is_tensor(v))
         self.method.set_step_context(self.cfg.seed, self.step, self.rank * local, self.global_batch)

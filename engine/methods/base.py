@@ -33,6 +33,9 @@ class Method(nn.Module):
     backbone: nn.Module
     backbone_kwargs: dict[str, Any] = {}  # build_backbone options, e.g. {"mask_token": True}
     adam_betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas (MAE: 0.95)
+    # Parameters a recipe trains outside the lr / weight-decay schedules, by name prefix:
+    # {prefix: {"lr": absolute lr, "weight_decay": wd}} (MOCA's weight generators)
+    constant_lr_groups: dict[str, dict[str, float]] = {}
 
     @classmethod
     def build(cls, cfg: Any, method_cfg: Any) -> Method:

@@ -197,6 +197,8 @@ class DINO(Method):
         c = self.cfg
         warm = int(c.warmup_frac * total_steps)
         for g in optimizer.param_groups:
+            if g.get("constant"):
+                continue
             if "peak_lr" in g:
                 g["lr"] = lr_at(step, total_steps, warm, g["peak_lr"], g.get("min_lr_ratio", 0.0))
             base = g.get("base_weight_decay", g["weight_decay"])

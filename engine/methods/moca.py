@@ -35,13 +35,13 @@ Where ours differs.
   early layer is clamped to the encoder's depth.
 - K = 2048 words and 16 new words a step by default (the paper's 4096 and 32 a step of 2048
   images on ImageNet: the codebook turns over in 128 steps in both).
-- The weight generators learn at the model's schedule (the official code gives them a constant
-  lr of 1e-4 and a constant weight decay of 0.05, a parameter group our trainer does not have).
+- The weight generators train at the official constant lr 1e-4 and weight decay 0.05
+  (`constant_lr_groups`); the lr is absolute, not scaled with the batch, as in main_pretrain.py.
 - The loss is the cross-entropy (the same gradients as the official KL, which we log as `kl`).
 - Blur is off at <= 64 px (the project's small-image rule).
-- `selfsup`'s global feature of the trained ViT is its [CLS] token; the paper evaluates the
-  teacher's average patch token ([AVG]), which is what the losses train. We export the teacher
-  (`eval_backbone_prefix`), as the paper evaluates.
+- The global feature is the teacher's average patch token ([AVG], the ViT's `global_pool:
+  avg`), which is what the losses train and what the paper evaluates; the teacher is exported
+  (`eval_backbone_prefix`).
 """
 
 from __future__ import annotations
@@ -232,6 +232,12 @@ class MOCA(Method):
 
     backbone_kwargs = {"pos_embed": "sincos", "init": "mae", "global_pool": "avg"}
     eval_backbone_prefix = "teacher_backbone."  # the paper evaluates the teacher
+    # main_pretrain.py: the weight generators train at a constant absolute lr of 1e-4 and the
+    # base weight decay, outside both cosines (biases and norms without decay, as elsewhere)
+    constant_lr_groups = {
+        "image_generator.": {"lr": 1e-4, "weight_decay": 0.05},
+        "decoder_generator.": {"lr": 1e-4, "weight_decay": 0.05},
+    }
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: MOCAConfig):
         super().__init__()
@@ -419,6 +425,8 @@ class MOCA(Method):
         warm = int(c.warmup_frac * total_steps)
         horizon = max(warm + 1, math.ceil(c.lr_horizon * total_steps))
         for g in optimizer.param_groups:
+            if g.get("constant"):
+                continue
             if "peak_lr" in g:
                 g["lr"] = lr_at(step, horizon, warm, g["peak_lr"], g.get("min_lr_ratio", 0.0))
             base = g.get("base_weight_decay", g["weight_decay"])

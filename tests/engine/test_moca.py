@@ -25,6 +25,7 @@ from engine.methods.moca import (
     distance_scale,
     mask_counts,
 )
+from engine.optim import build_optimizer
 from tests.engine.method_runs import assert_stop_and_resume_replay, step_values, tiny_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -153,6 +154,9 @@ def test_loss_falls_on_the_sample(shapes_dir, tmp_path):
     tokens = ex.backbone.forward_tokens(ex.prepare(x))[:, 1:]
     assert torch.allclose(ex.embed(x), tokens.mean(1), atol=1e-5)
     assert torch.equal(ex.backbone.pos_embed, ck["model"]["teacher_backbone.pos_embed"])
+    # the weight generators kept the official constant lr through the trainer's schedule
+    const = [g for g in ck["optimizer"]["param_groups"] if g.get("constant")]
+    assert len(const) == 4 and all(g["lr"] == 1e-4 for g in const)
 
 
 def test_resume_replays_exactly(shapes_dir, tmp_path):
@@ -170,3 +174,13 @@ def test_build_has_the_papers_defaults(shapes_dir, tmp_path):
     assert cfg.optim.optimizer == "adamw" and cfg.optim.clip_grad == 0.1
     m = build_method(cfg)
     assert m.backbone.pos_embed.requires_grad is False  # fixed sin-cos, as the paper's ViT
+    # main_pretrain.py: the generators at lr 1e-4 and wd 0.05 (none on biases / norms), constant
+    opt = build_optimizer(m, cfg.optim, lr=0.02)
+    const = [g for g in opt.param_groups if g.get("constant")]
+    generators = {id(p) for n, p in m.named_parameters() if n.split(".")[0].endswith("generator")}
+    assert {id(p) for g in const for p in g["params"]} == generators
+    for step in (0, 2, 3):
+        m.on_step_start(step, 4, opt)
+    assert all(g["lr"] == 1e-4 for g in const)
+    assert sorted(g["weight_decay"] for g in const) == [0.0, 0.0, 0.05, 0.05]
+    assert opt.param_groups[0]["weight_decay"] > 0.05  # the model's cosine 0.05 -> 0.2 moved
