@@ -1,12 +1,17 @@
 """Top-k search over an index: exact brute force, fast enough to be interactive at 1M vectors.
 
 Exact search is one matrix-vector product. On a GPU that is the whole story. On a CPU the product
-is limited by memory bandwidth, so above `FP16_MIN_ROWS` rows we scan a float16 copy (half the
-bytes) and then re-score a small candidate set in float32. The float16 pass cannot change the
-answer: with u = 2^-11 (float16 rounding) every approximate score is within
-B = (3u + u^2) |q| max|x| + n 2^-24 |q| max|x| of the exact one, so every true top-k row has an
-approximate score >= (k-th best approximate score) - 2B, and all of those are re-scored exactly.
-The result is identical to the float32 scan (up to ties) at about half the time.
+is limited by memory bandwidth, so above `FP16_MIN_ROWS` rows a first pass scans a compact copy
+and then a small candidate set is re-scored exactly; the first pass cannot change the answer.
+
+- int8 (the default where torch's int8 product runs): each row x is stored as round(s x) with
+  s = 127 / max|x| (a quarter of the float32 bytes), the query as round(t q). The int32 dot
+  product is exact, so with e_x <= 1/(2s) and e_q <= 1/(2t) per component the approximate score
+  a = <round(s x), round(t q)> / (s t) is within B = |x|_1/(2t) + |q|_1/(2s) + n/(4st) of <x, q>.
+  Every row with a + B >= the k-th best of a - B is re-scored: the true top k are among them.
+- float16: with u = 2^-11, every approximate score is within B = (3u + u^2 + n 2^-24) |q| max|x|
+  of the exact one, so every true top-k row has an approximate score >= (k-th best) - 2B.
+The result is identical to the float32 scan (up to ties); `bench/bench_search.py` times both.
 
 faiss (optional) takes over beyond `FAISS_MIN_ROWS`, where even that scan stops being
 interactive; its hits are re-scored exactly and `check_exact` compares them with brute force.
@@ -107,6 +112,8 @@ class Searcher:
         self.emb = index.embeddings
         self._max_norm: float | None = None
         self._half: torch.Tensor | None = None
+        self._int8: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.first_pass = "int8" if _int8_product_works() else "fp16"
         self._gpu: torch.Tensor | None = None
         self._faiss = None
         self.use_faiss = (
@@ -131,8 +138,8 @@ class Searcher:
             self.last_strategy = "faiss"
             return self._topk_faiss(q, k)
         if n >= FP16_MIN_ROWS:
-            self.last_strategy = "exact-fp16-rescored"
-            return self._topk_fp16(q, k)
+            self.last_strategy = f"exact-{self.first_pass}-rescored"
+            return self._topk_int8(q, k) if self.first_pass == "int8" else self._topk_fp16(q, k)
         self.last_strategy = "exact-fp32"
         return exact_topk(self.emb, q, k, self.max_norm)
 
@@ -195,6 +202,39 @@ class Searcher:
         self.last_candidates = len(cand)
         return rescore(self.emb, cand, q, k)
 
+    def _int8_copy(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rows as int8 codes round(s x), s = 127 / max|x| per row; with 1/s and |x|_1 per row."""
+        if self._int8 is None:
+            n, d = self.emb.shape
+            codes = torch.empty((n, d), dtype=torch.int8)
+            inv_scale, l1 = torch.empty(n), torch.empty(n)
+            for s in range(0, n, CHUNK):
+                x = torch.from_numpy(np.array(self.emb[s : s + CHUNK], dtype=np.float32))
+                top = x.abs().amax(1).clamp_min(1e-30)
+                codes[s : s + CHUNK] = torch.round(x * (127.0 / top)[:, None]).to(torch.int8)
+                inv_scale[s : s + CHUNK] = top / 127.0
+                l1[s : s + CHUNK] = x.abs().sum(1)
+            self._int8 = codes, inv_scale, l1
+        return self._int8
+
+    def _topk_int8(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        codes, inv_scale, l1 = self._int8_copy()
+        qt = torch.from_numpy(q)
+        q_top = float(qt.abs().max())
+        if q_top == 0:
+            return exact_topk(self.emb, q, k, self.max_norm)
+        inv_t = q_top / 127.0
+        q_codes = torch.round(qt / inv_t).to(torch.int8)
+        approx = torch._int_mm(codes, q_codes[:, None]).view(-1).float() * (inv_scale * inv_t)
+        # the bound of the module docstring, widened by 1e-4 relative for float32 arithmetic
+        c_x = 0.5 * inv_t * 1.0001
+        c_s = (0.5 * float(qt.abs().sum()) + 0.25 * codes.shape[1] * inv_t) * 1.0001
+        bound = l1 * c_x + inv_scale * c_s + approx.abs() * 1e-6
+        kth = float(torch.topk(approx - bound, min(k, len(approx))).values[-1])
+        cand = torch.nonzero(approx + bound >= kth).flatten().numpy()
+        self.last_candidates = len(cand)
+        return rescore(self.emb, cand, q, k)
+
     def _topk_faiss(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._faiss is None:
             self._faiss = build_faiss(np.asarray(self.emb, dtype=np.float32))
@@ -218,6 +258,22 @@ class Searcher:
                 Hit(i + 1, round(float(s), 6), self.index.paths[r], self.index.frames[r], int(r))
             )
         return hits
+
+
+def _int8_product_works() -> bool:
+    """torch._int_mm (int8 x int8 -> int32) on this CPU, checked once on a small exact case."""
+    global _INT8_OK
+    if _INT8_OK is None:
+        try:
+            a = torch.randint(-127, 128, (64, 512), dtype=torch.int8)
+            b = torch.randint(-127, 128, (512, 1), dtype=torch.int8)
+            _INT8_OK = bool(torch.equal(torch._int_mm(a, b), a.int() @ b.int()))
+        except (RuntimeError, AttributeError):
+            _INT8_OK = False
+    return _INT8_OK
+
+
+_INT8_OK: bool | None = None
 
 
 def _faiss_available() -> bool:

@@ -1,7 +1,9 @@
 """Two gloo processes through the trainer for the methods the simclr DDP test does not cover:
 a ViT method that never uses a [MASK] token (MAE), a masking one (MaskFeat), MoCo v2's
-ShuffleBN across ranks, and the queues that every rank must keep identical (OBoW, MOCA). Before the mask token became optional, MAE's unused token made DDP fail
-at step 2 ("Expected to have finished reduction in the prior iteration")."""
+ShuffleBN across ranks, the queues that every rank must keep identical (OBoW, MOCA), SPOT's slots
+over a frozen encoder and Dense Object Nets on clips. Before the mask token became optional,
+MAE's unused token made DDP fail at step 2 ("Expected to have finished reduction in the prior
+iteration")."""
 
 from __future__ import annotations
 
@@ -19,7 +21,13 @@ RUNS = {  # method -> (backbone, image size, method options): tiny, a few second
     # queues of teacher features gathered from every rank (OBoW's vocabulary, MOCA's codebook)
     "obow": ("resnet18", 16, {"num_words": 16}),
     "moca": ("vit_tiny", 16, {"num_words": 16, "num_new_words": 4}),
-}
+    # a frozen encoder with trained slots and an autoregressive decoder; a video method whose
+    # non-matches are drawn for the global batch (Dense Object Nets, on two-frame clips)
+    "spot": ("vit_tiny", 16, {"num_slots": 3, "slot_dim": 16, "slot_mlp_dim": 16,
+                              "decoder_blocks": 1, "decoder_heads": 2}),
+    "dense_object_nets": ("resnet18", 16, {"descriptor_dim": 8, "matches": 8,
+                                           "nonmatches_per_match": 4}),
+}  # fmt: skip
 
 
 class _Images(torch.utils.data.Dataset):
@@ -28,14 +36,14 @@ class _Images(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         g = torch.Generator().manual_seed(i)
-        return {
-            "image": torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=g),
-            "label": torch.tensor(i % 2),
-        }
+        image = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=g)
+        clip = torch.stack([image, image.roll(1, dims=2)])  # two frames, one pixel apart
+        return {"image": image, "clip": clip, "label": torch.tensor(i % 2)}
 
 
 def _train(method: str, run_dir: str) -> dict[str, float]:
     import engine.methods  # noqa: F401
+    import video.methods  # noqa: F401
     from engine.build import apply_method_defaults, build_method
     from engine.trainer import Trainer
 

@@ -33,21 +33,54 @@ def test_exact_topk_against_full_sort():
     np.testing.assert_allclose(scores, full[rows], atol=1e-6)
 
 
-def test_float16_scan_with_rescoring_is_identical_to_exact(monkeypatch):
+@pytest.mark.parametrize("first_pass", ["fp16", "int8"])
+def test_compact_scan_with_rescoring_is_identical_to_exact(monkeypatch, first_pass):
     monkeypatch.setattr(search_mod, "FP16_MIN_ROWS", 0)
     monkeypatch.setattr(search_mod, "CHUNK", 1000)  # several chunks in the exact path too
+    if first_pass == "int8" and not search_mod._int8_product_works():
+        pytest.skip("torch's int8 product does not run on this platform")
     rng = np.random.default_rng(1)
     emb = _unit(rng, 20_000, 64)
     emb[5] = emb[17]  # an exact tie
+    # near-ties and uneven rows, where a loose bound would drop a true top-10 row: 30 rows a
+    # hair from emb[0], one row with a single large component, and a scaled (non-unit) row
+    emb[100:130] = emb[0] + 1e-4 * _unit(rng, 30, 64)
+    emb[200] = 0.01
+    emb[200, 3] = 1.0
+    emb[300] = 3.0 * emb[1]
     s = Searcher(_fake_index(emb))
-    for q in _unit(rng, 20, 64):
+    s.first_pass = first_pass
+    queries = np.concatenate([_unit(rng, 20, 64), emb[[0, 200, 300]]])
+    for q in queries:
         rows, scores = s.topk(q, 10)
         er, es = exact_topk(emb, q, 10)
-        assert s.last_strategy == "exact-fp16-rescored"
+        assert s.last_strategy == f"exact-{first_pass}-rescored"
         assert rows.tolist() == er.tolist() and np.array_equal(scores, es)
-        assert 10 <= s.last_candidates < 2000  # the float16 pass really prunes
+        assert 10 <= s.last_candidates < 2000  # the first pass really prunes
     q = emb[17]  # query equal to the tied pair: both first, lower row first
     assert s.topk(q, 2)[0].tolist() == [5, 17]
+
+
+def test_int8_bound_holds_on_every_row():
+    """The per-row bound of the module docstring against float64 truth, on rows and queries
+    whose components span six orders of magnitude."""
+    if not search_mod._int8_product_works():
+        pytest.skip("torch's int8 product does not run on this platform")
+    import torch
+
+    rng = np.random.default_rng(4)
+    emb = (_unit(rng, 5000, 96) * np.exp(rng.uniform(-7, 7, (5000, 96)))).astype(np.float32)
+    s = Searcher(_fake_index(emb))
+    codes, inv_scale, l1 = s._int8_copy()
+    for q in (emb[7], emb[8] * 1e-3, _unit(rng, 1, 96)[0]):
+        truth = emb.astype(np.float64) @ q.astype(np.float64)
+        inv_t = float(np.abs(q).max()) / 127.0
+        qc = torch.round(torch.from_numpy(q) / inv_t).to(torch.int8)
+        approx = (torch._int_mm(codes, qc[:, None]).view(-1).float() * (inv_scale * inv_t)).numpy()
+        bound = 0.5 * inv_t * l1.numpy() + inv_scale.numpy() * (
+            0.5 * np.abs(q).sum() + 0.25 * 96 * inv_t
+        )
+        assert np.all(np.abs(approx - truth) <= bound)
 
 
 def test_threshold_and_formats(tmp_path, make_photo_fn):
