@@ -51,17 +51,22 @@ def std_icon(widget: QWidget, name: str, colour: str | None = None) -> QIcon:
 
 
 class Page(QWidget):
-    """A page: title, one-line hint of what it is for, then the page's own content."""
+    """A page: title, one-line hint of what it is for (both set by the subclass), then the page's
+    own content."""
 
-    def __init__(self, title: str, hint: str, parent: QWidget | None = None):
+    title = ""
+    hint = ""
+
+    def __init__(self, settings: Settings, parent: QWidget | None = None):
         super().__init__(parent)
+        self.settings = settings
         self.setObjectName("page")
         self.outer = QVBoxLayout(self)
         self.outer.setContentsMargins(20, 16, 20, 12)
         self.outer.setSpacing(10)
-        t = QLabel(title)
+        t = QLabel(self.title)
         t.setObjectName("pageTitle")
-        h = QLabel(hint)
+        h = QLabel(self.hint)
         h.setObjectName("pageHint")
         h.setWordWrap(True)
         self.outer.addWidget(t)

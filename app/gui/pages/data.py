@@ -50,15 +50,13 @@ def thumb_item(s: Sample) -> ThumbItem:
 class DataPage(Page):
     """Browse a dataset before training on it."""
 
+    title = "Data"
+    hint = "Open a folder of images (class sub-folders become labels), a video, or a caption file, and check what the models will see."
+
     train_requested = Signal(str)  # data path: "Train on this data" button
 
     def __init__(self, settings: Settings, parent: QWidget | None = None):
-        super().__init__(
-            "Data",
-            "Open a folder of images (class sub-folders become labels), a video, or a caption file, and check what the models will see.",
-            parent,
-        )
-        self.settings = settings
+        super().__init__(settings, parent)
         self.session = DataSession(settings)
         self.session.listed.connect(self._listed)
         self.session.changed.connect(self._update_summary)

@@ -60,13 +60,11 @@ FEATURES, EMBEDDING = "features", "embedding"  # run_in_thread keys (latest-only
 
 
 class FeaturesPage(Page):
+    title = "Features"
+    hint = "Pick a trained model (a run folder, checkpoint or exported .safetensors) and a folder of images to see where it looks and what it groups together."
+
     def __init__(self, settings: Settings, parent: QWidget | None = None):
-        super().__init__(
-            "Features",
-            "Pick a trained model (a run folder, checkpoint or exported .safetensors) and a folder of images to see where it looks and what it groups together.",
-            parent,
-        )
-        self.settings = settings
+        super().__init__(settings, parent)
         self.session = FeaturesSession()
 
         box = QGroupBox("Model and images")

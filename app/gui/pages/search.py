@@ -54,13 +54,11 @@ SEARCH = "search"  # run_in_thread key: a newer query drops an older one's hits
 
 
 class SearchPage(Page):
+    title = "Search"
+    hint = "Index a folder of photos once, then find pictures by describing them, or drop a photo to find similar ones. Everything stays on this computer."
+
     def __init__(self, settings: Settings, parent: QWidget | None = None):
-        super().__init__(
-            "Search",
-            "Index a folder of photos once, then find pictures by describing them, or drop a photo to find similar ones. Everything stays on this computer.",
-            parent,
-        )
-        self.settings = settings
+        super().__init__(settings, parent)
         self.session = SearchSession()
         self.job = CliJob(self, kill_after_s=5)
         self.job.event.connect(self._on_event)

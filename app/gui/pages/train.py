@@ -63,16 +63,13 @@ STATUS_COLOURS = {
 
 
 class TrainPage(Page):
+    title = "Train"
+    hint = "Choose data and a self-supervised method, then start. Training runs in the background; curves update live and a stopped run can be resumed."
     run_finished = Signal(str, str)  # run dir, status
     open_features = Signal(str)  # run dir: "Inspect features" button
 
     def __init__(self, settings: Settings, parent: QWidget | None = None):
-        super().__init__(
-            "Train",
-            "Choose data and a self-supervised method, then start. Training runs in the background; curves update live and a stopped run can be resumed.",
-            parent,
-        )
-        self.settings = settings
+        super().__init__(settings, parent)
         self.job = CliJob(self)
         self.job.output.connect(self._on_output)
         self.job.finished.connect(self._on_finished)

@@ -75,13 +75,11 @@ def colour_icon(obj: int) -> QIcon:
 class VideoPage(Page):
     """Renders a VideoSession and forwards input to it; the session holds the state."""
 
+    title = "Video"
+    hint = "Mark objects on any frame (paint a mask or place keypoints), let a model carry them through the video, then correct any frame and propagate again."
+
     def __init__(self, settings: Settings, parent: QWidget | None = None):
-        super().__init__(
-            "Video",
-            "Mark objects on any frame (paint a mask or place keypoints), let a model carry them through the video, then correct any frame and propagate again.",
-            parent,
-        )
-        self.settings = settings
+        super().__init__(settings, parent)
         self.session = VideoSession(data_dir() / "propagation")
         self.session.video_changed.connect(self._render_video)
         self.session.keyframes_changed.connect(self._render_keyframes)
