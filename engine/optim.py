@@ -106,6 +106,34 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.opti
     raise UserError(f"unknown optimizer '{cfg.optimizer}'; choose one of: sgd, adamw, lars")
 
 
+def cosine_schedule(base: float, final: float, step: int, total_steps: int) -> float:
+    """DINO's cosine_scheduler without warm-up: `base` at step 0 to `final` at the end."""
+    t = min(step, total_steps) / max(1, total_steps)
+    return final + 0.5 * (base - final) * (1 + math.cos(math.pi * t))
+
+
+def schedule_groups(
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
+    lr_horizon: int = 0,
+    weight_decay_end: float | None = None,
+) -> None:
+    """The ViT recipes' per-step schedules (DINO, iBOT, MOCA, SPOT), on every group but the
+    `constant` ones: lr by linear warm-up then cosine over `lr_horizon` steps (0: the run);
+    with weight_decay_end, each decayed group's weight decay on a cosine from its base to it."""
+    for g in optimizer.param_groups:
+        if g.get("constant"):
+            continue
+        if "peak_lr" in g:
+            horizon = lr_horizon or total_steps
+            g["lr"] = lr_at(step, horizon, warmup_steps, g["peak_lr"], g.get("min_lr_ratio", 0.0))
+        base = g.get("base_weight_decay", g["weight_decay"])
+        if weight_decay_end is not None and base > 0:
+            g["weight_decay"] = cosine_schedule(base, weight_decay_end, step, total_steps)
+
+
 def lr_at(
     step: int, total_steps: int, warmup_steps: int, peak: float, min_ratio: float = 0.0
 ) -> float:

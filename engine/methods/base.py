@@ -190,12 +190,6 @@ def ema_center(center: torch.Tensor, batch_mean: torch.Tensor, momentum: float) 
     center.mul_(momentum).add_(all_reduce_mean(batch_mean), alpha=1 - momentum)
 
 
-def cosine_schedule(base: float, final: float, step: int, total_steps: int) -> float:
-    """DINO's cosine_scheduler without warm-up: `base` at step 0 to `final` at the end."""
-    t = min(step, total_steps) / max(1, total_steps)
-    return final + 0.5 * (base - final) * (1 + math.cos(math.pi * t))
-
-
 @torch.no_grad()
 def clip_per_parameter(params: Any, max_norm: float) -> None:
     """DINO's utils.clip_gradients: scale each gradient whose norm exceeds max_norm down to it,

@@ -17,12 +17,11 @@ from engine.methods.base import (
     Method,
     clip_per_parameter,
     cosine_momentum,
-    cosine_schedule,
     ema_center,
     ema_update,
     frozen_copy,
 )
-from engine.optim import lr_at
+from engine.optim import schedule_groups
 
 
 @dataclass
@@ -194,16 +193,8 @@ class DINO(Method):
         """Learning rate: linear warm-up over warmup_frac of the run (10 of 100 epochs), then
         cosine; weight decay of the decayed group: cosine from its base (0.04) to
         weight_decay_end (0.4). Both as DINO's cosine_scheduler, per step."""
-        c = self.cfg
-        warm = int(c.warmup_frac * total_steps)
-        for g in optimizer.param_groups:
-            if g.get("constant"):
-                continue
-            if "peak_lr" in g:
-                g["lr"] = lr_at(step, total_steps, warm, g["peak_lr"], g.get("min_lr_ratio", 0.0))
-            base = g.get("base_weight_decay", g["weight_decay"])
-            if base > 0:
-                g["weight_decay"] = cosine_schedule(base, c.weight_decay_end, step, total_steps)
+        warm = int(self.cfg.warmup_frac * total_steps)
+        schedule_groups(optimizer, step, total_steps, warm, 0, self.cfg.weight_decay_end)
 
     def clip_gradients(self, max_norm: float) -> None:
         """DINO's utils.clip_gradients: each parameter's gradient clipped to norm max_norm on

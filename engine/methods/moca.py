@@ -64,11 +64,10 @@ from engine.losses import fp32
 from engine.methods.base import (
     Method,
     cosine_momentum,
-    cosine_schedule,
     ema_update,
     frozen_copy,
 )
-from engine.optim import lr_at
+from engine.optim import schedule_groups
 
 
 @dataclass
@@ -424,11 +423,4 @@ class MOCA(Method):
         c = self.cfg
         warm = int(c.warmup_frac * total_steps)
         horizon = max(warm + 1, math.ceil(c.lr_horizon * total_steps))
-        for g in optimizer.param_groups:
-            if g.get("constant"):
-                continue
-            if "peak_lr" in g:
-                g["lr"] = lr_at(step, horizon, warm, g["peak_lr"], g.get("min_lr_ratio", 0.0))
-            base = g.get("base_weight_decay", g["weight_decay"])
-            if base > 0:
-                g["weight_decay"] = cosine_schedule(base, c.weight_decay_end, step, total_steps)
+        schedule_groups(optimizer, step, total_steps, warm, horizon, c.weight_decay_end)

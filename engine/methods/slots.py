@@ -72,8 +72,8 @@ from engine.backbones import is_vit
 from engine.config import opt
 from engine.errors import UserError
 from engine.losses import fp32
-from engine.methods.base import Method, cosine_schedule
-from engine.optim import lr_at
+from engine.methods.base import Method
+from engine.optim import cosine_schedule, schedule_groups
 
 # ----------------------------------------------------------------------------- configs
 
@@ -473,10 +473,7 @@ class SlotModel(Method):
 
     def on_step_start(self, step: int, total_steps: int, optimizer: Any) -> None:
         """Linear warm-up over warmup_frac of the run, then cosine (SPOT's cosine_scheduler)."""
-        warm = int(self.cfg.warmup_frac * total_steps)
-        for g in optimizer.param_groups:
-            if "peak_lr" in g:
-                g["lr"] = lr_at(step, total_steps, warm, g["peak_lr"], g.get("min_lr_ratio", 0.0))
+        schedule_groups(optimizer, step, total_steps, int(self.cfg.warmup_frac * total_steps))
 
     def clip_gradients(self, max_norm: float) -> None:
         """SPOT / DINOSAUR: clip_grad_norm_(parameters, 0.3, 'inf') (the largest entry)."""
