@@ -14,13 +14,13 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QStackedWidget,
-    QVBoxLayout,
     QWidget,
 )
 
 from app.gui.errors import show_error
 from app.gui.icons import page_icon
 from app.gui.paths import Settings, log_path
+from app.gui.widgets import flush_layout
 from engine.run import RunDir
 
 PAGES = [
@@ -61,14 +61,12 @@ class MainWindow(QMainWindow):
         }
 
         central = QWidget()
-        lay = QHBoxLayout(central)
-        lay.setContentsMargins(0, 0, 0, 0)
+        lay = flush_layout(central, QHBoxLayout)
         lay.setSpacing(0)
         side = QWidget()
         side.setFixedWidth(190)
         side.setStyleSheet("background: #1e2430;")
-        sl = QVBoxLayout(side)
-        sl.setContentsMargins(0, 0, 0, 0)
+        sl = flush_layout(side)
         brand = QLabel("Selfsup Studio")
         brand.setObjectName("brand")
         sl.addWidget(brand)

@@ -8,6 +8,7 @@ import numpy as np
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (
+    QBoxLayout,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
@@ -50,6 +51,13 @@ def std_icon(widget: QWidget, name: str, colour: str | None = None) -> QIcon:
     return QIcon(pm)
 
 
+def flush_layout(widget: QWidget, kind: type[QBoxLayout] = QVBoxLayout) -> QBoxLayout:
+    """A box layout on `widget` without margins: a column (or row) nested in another layout."""
+    lay = kind(widget)
+    lay.setContentsMargins(0, 0, 0, 0)
+    return lay
+
+
 class Page(QWidget):
     """A page: title, one-line hint of what it is for (both set by the subclass), then the page's
     own content."""
@@ -90,8 +98,7 @@ class PathPicker(QWidget):
     ):
         super().__init__(parent)
         self.settings, self.kind, self.mode, self.file_filter = settings, kind, mode, file_filter
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
+        lay = flush_layout(self, QHBoxLayout)
         self.combo = QComboBox()
         self.combo.setEditable(True)
         self.combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)

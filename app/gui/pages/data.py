@@ -35,7 +35,7 @@ from app.gui.file_filters import VIDEO_FILTER
 from app.gui.paths import Settings
 from app.gui.sessions.data import DataSession, Listing, Sample, check_files, list_source
 from app.gui.thumbs import THUMB, ThumbGrid, ThumbItem
-from app.gui.widgets import Page, info_label, std_icon, to_qimage
+from app.gui.widgets import Page, flush_layout, info_label, std_icon, to_qimage
 
 CAPTION_FILTER = "Caption tables (*.tsv *.csv *.txt);;All files (*)"
 SOURCE = "source"  # run_in_thread key: the open source's listing and checks
@@ -81,8 +81,7 @@ class DataPage(Page):
 
         split = QSplitter(Qt.Orientation.Horizontal)
         left = QWidget()
-        ll = QVBoxLayout(left)
-        ll.setContentsMargins(0, 0, 0, 0)
+        ll = flush_layout(left)
         top = QHBoxLayout()
         self.path_label = info_label("Nothing open yet.", muted=True)
         self.class_filter = QComboBox()
@@ -100,8 +99,7 @@ class DataPage(Page):
         side = QWidget()
         side.setMinimumWidth(300)
         side.setMaximumWidth(420)
-        sl = QVBoxLayout(side)
-        sl.setContentsMargins(0, 0, 0, 0)
+        sl = flush_layout(side)
         box = QGroupBox("Summary")
         bl = QVBoxLayout(box)
         self.summary = info_label("Open something to see its contents.")

@@ -47,7 +47,15 @@ from app.gui.features_model import (
 )
 from app.gui.paths import Settings, published_models
 from app.gui.sessions.features import FeaturesSession
-from app.gui.widgets import Page, PanelGrid, PathPicker, info_label, std_icon, to_qimage
+from app.gui.widgets import (
+    Page,
+    PanelGrid,
+    PathPicker,
+    flush_layout,
+    info_label,
+    std_icon,
+    to_qimage,
+)
 from engine.errors import UserError
 
 MODEL_FILTER = "Models (*.pt *.pth *.safetensors);;All files (*)"
@@ -221,8 +229,7 @@ class FeaturesPage(Page):
         top.addWidget(self.slot_which)
         lay.addLayout(top)
         self.slot_list = QWidget()
-        self.slot_rows_layout = QVBoxLayout(self.slot_list)
-        self.slot_rows_layout.setContentsMargins(0, 0, 0, 0)
+        self.slot_rows_layout = flush_layout(self.slot_list)
         self.slot_rows_layout.addStretch(1)
         self.slot_rows: list[QWidget] = []  # one per shown image
         lay.addWidget(self._scroll(self.slot_list), 1)
@@ -528,8 +535,7 @@ class FeaturesPage(Page):
         for row in range(len(fs.chosen)):
             big, small = slot_panels(fs, row, which, CELL, THUMB)
             w = QWidget()
-            lay = QHBoxLayout(w)
-            lay.setContentsMargins(0, 0, 0, 0)
+            lay = flush_layout(w, QHBoxLayout)
             images, masks = PanelGrid(CELL), PanelGrid(THUMB)
             images.set_panels(big, cols=len(big))
             masks.set_panels(small, cols=min(len(small), 8))

@@ -36,7 +36,7 @@ from app.gui.paths import Settings, data_dir, recent_models
 from app.gui.sessions.search import OPEN_CLIP_MODELS, SearchSession
 from app.gui.sessions.search import default_index_dir as sessions_default_index_dir
 from app.gui.thumbs import ThumbGrid, ThumbItem
-from app.gui.widgets import ImageView, Page, PathPicker, info_label, std_icon
+from app.gui.widgets import ImageView, Page, PathPicker, flush_layout, info_label, std_icon
 from engine.errors import UserError
 
 
@@ -141,8 +141,7 @@ class SearchPage(Page):
 
         split = QSplitter(Qt.Orientation.Horizontal)
         left = QWidget()
-        ll = QVBoxLayout(left)
-        ll.setContentsMargins(0, 0, 0, 0)
+        ll = flush_layout(left)
         self.results_label = info_label("", muted=True)
         ll.addWidget(self.results_label)
         self.grid = ThumbGrid(label_lines=2)

@@ -47,7 +47,7 @@ from app.gui.sessions.train import (
     shows_in_log,
 )
 from app.gui.style import CURVE_COLOURS, MUTED
-from app.gui.widgets import Page, PathPicker, info_label, std_icon
+from app.gui.widgets import Page, PathPicker, flush_layout, info_label, std_icon
 from engine.config import OptimConfig, TrainConfig
 from engine.errors import UserError
 
@@ -101,8 +101,7 @@ class TrainPage(Page):
         outer = QWidget()
         outer.setMinimumWidth(380)
         outer.setMaximumWidth(520)
-        ol = QVBoxLayout(outer)
-        ol.setContentsMargins(0, 0, 0, 0)
+        ol = flush_layout(outer)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         body = QWidget()

@@ -46,7 +46,7 @@ from app.gui.mask_canvas import MaskCanvas, palette
 from app.gui.paths import Settings, data_dir, published_models, recent_models
 from app.gui.sessions.video import EXPORT_FORMATS, MODES, VideoSession, object_ids
 from app.gui.video_model import LoadedVideo, load_video, resolve_source
-from app.gui.widgets import Page, TimelineBar, info_label, std_icon
+from app.gui.widgets import Page, TimelineBar, flush_layout, info_label, std_icon
 
 MASK_FILTER = "Masks (*.png);;All files (*)"
 MODEL_FILTER = "Models (*.pt *.pth *.safetensors);;All files (*)"
@@ -141,8 +141,7 @@ class VideoPage(Page):
 
     def _viewer(self) -> QWidget:
         left = QWidget()
-        ll = QVBoxLayout(left)
-        ll.setContentsMargins(0, 0, 0, 0)
+        ll = flush_layout(left)
         self.canvas = MaskCanvas()
         ll.addWidget(self.canvas, 1)
         tl = QGridLayout()
