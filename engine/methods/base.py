@@ -15,6 +15,12 @@ from engine.backbones import build_backbone
 from engine.distributed import all_reduce_mean
 from engine.registry import BACKBONE_KINDS, MethodSpec, register_method
 
+# The two families of recipes the methods' `defaults` start from (their lr, weight decay and
+# warm-up follow): convnets with SGD (SimCLR, BYOL, MoCo v2, the pretext tasks), ViTs with AdamW.
+RESNET_SGD = {"backbone": "resnet18", "optimizer": "sgd"}
+RESNET_ADAMW = {"backbone": "resnet18", "optimizer": "adamw"}
+VIT_ADAMW = {"backbone": "vit_tiny", "optimizer": "adamw"}
+
 
 class Method(nn.Module):
     """Subclasses set `self.backbone` and implement `forward(batch) -> {"loss": ..., ...}`.

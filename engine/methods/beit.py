@@ -32,7 +32,7 @@ from engine.config import opt
 from engine.errors import UserError
 from engine.losses import fp32
 from engine.masking import block_masks
-from engine.methods.base import Method
+from engine.methods.base import VIT_ADAMW, Method
 
 
 @dataclass
@@ -78,13 +78,8 @@ class BEiT(Method):
     """BEiT: predict dVAE visual tokens of block-masked patches (ViT, needs --tokenizer)"""
 
     method_name, family, config_cls = "beit", "masked", BEiTConfig
-    defaults = {  # paper: AdamW lr 1.5e-3 at batch 2048, wd 0.05, 10 warm-up epochs
-        "backbone": "vit_tiny",
-        "optimizer": "adamw",
-        "lr": 1.875e-4,
-        "weight_decay": 0.05,
-        "warmup_epochs": 10,
-    }
+    # paper: AdamW lr 1.5e-3 at batch 2048, wd 0.05, 10 warm-up epochs
+    defaults = VIT_ADAMW | {"lr": 1.875e-4, "weight_decay": 0.05, "warmup_epochs": 10}
 
     backbone_kwargs = {"mask_token": True}
 

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from engine import augment
 from engine.color import ABQuantizer, gray_rgb, lab_to_rgb, rgb_to_lab, soft_cross_entropy
 from engine.config import opt
-from engine.methods.base import Method, reconstruction_features
+from engine.methods.base import RESNET_ADAMW, Method, reconstruction_features
 
 
 @dataclass
@@ -148,7 +148,7 @@ class Colorization(ColorTargetMethod):
 
     method_name, family, config_cls = "colorization", "pretext", ColorizationConfig
     produces = ("global", "dense", "reconstruction")
-    defaults = {"backbone": "resnet18", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4}
+    defaults = RESNET_ADAMW | {"lr": 1e-3, "weight_decay": 1e-4}
     extractor = reconstruction_features("colorization_method_figure")
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: ColorizationConfig):

@@ -14,6 +14,7 @@ from engine.backbones.vit import set_drop_path
 from engine.config import opt
 from engine.losses import dino_loss
 from engine.methods.base import (
+    VIT_ADAMW,
     Method,
     clip_per_parameter,
     cosine_momentum,
@@ -98,13 +99,7 @@ class DINO(Method):
     """DINO: self-distillation with an EMA teacher, centering, sharpening and multi-crop"""
 
     method_name, family, config_cls = "dino", "distillation", DINOConfig
-    defaults = {
-        "backbone": "vit_tiny",
-        "optimizer": "adamw",
-        "lr": 5e-4,
-        "weight_decay": 0.04,
-        "clip_grad": 3.0,
-    }
+    defaults = VIT_ADAMW | {"lr": 5e-4, "weight_decay": 0.04, "clip_grad": 3.0}
 
     eval_backbone_prefix = "teacher_backbone."  # the teacher is the better network (paper sec. 5)
     ddp_find_unused = True  # the frozen last layer gets no gradient early on

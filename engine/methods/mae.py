@@ -28,7 +28,7 @@ from engine.masking import (
     random_masking,
     restore_order,
 )
-from engine.methods.base import Method, reconstruction_features
+from engine.methods.base import VIT_ADAMW, Method, reconstruction_features
 
 
 @dataclass
@@ -55,13 +55,7 @@ class MAE(Method):
 
     method_name, family, config_cls = "mae", "masked", MAEConfig
     produces = ("global", "dense", "reconstruction")
-    defaults = {
-        "backbone": "vit_tiny",
-        "optimizer": "adamw",
-        "lr": 1.5e-4,
-        "weight_decay": 0.05,
-        "warmup_epochs": 5,
-    }
+    defaults = VIT_ADAMW | {"lr": 1.5e-4, "weight_decay": 0.05, "warmup_epochs": 5}
     extractor = reconstruction_features("mae_method_figure")
 
     backbone_kwargs = {"pos_embed": "sincos", "init": "mae"}  # fixed sin-cos, xavier Linear

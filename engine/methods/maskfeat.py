@@ -23,7 +23,7 @@ from engine.config import opt
 from engine.errors import UserError
 from engine.hog import auto_cell, hog_patch_targets
 from engine.masking import block_masks, masked_mean
-from engine.methods.base import Method
+from engine.methods.base import VIT_ADAMW, Method
 
 
 @dataclass
@@ -40,13 +40,7 @@ class MaskFeat(Method):
     """MaskFeat: predict HOG features of block-masked patches with a [MASK] token (ViT)"""
 
     method_name, family, config_cls = "maskfeat", "masked", MaskFeatConfig
-    defaults = {
-        "backbone": "vit_tiny",
-        "optimizer": "adamw",
-        "lr": 2e-4,
-        "weight_decay": 0.05,
-        "warmup_epochs": 5,
-    }
+    defaults = VIT_ADAMW | {"lr": 2e-4, "weight_decay": 0.05, "warmup_epochs": 5}
 
     backbone_kwargs = {"mask_token": True}
 

@@ -62,6 +62,7 @@ from engine.errors import UserError
 from engine.heads import xavier_init
 from engine.losses import fp32
 from engine.methods.base import (
+    VIT_ADAMW,
     Method,
     cosine_momentum,
     ema_update,
@@ -221,13 +222,7 @@ class MOCA(Method):
 
     method_name, family, config_cls = "moca", "masked", MOCAConfig
     # main_pretrain.py: AdamW (0.9, 0.999), blr 1.5e-4 at batch 256, wd 0.05, clip 0.1
-    defaults = {
-        "backbone": "vit_tiny",
-        "optimizer": "adamw",
-        "lr": 1.5e-4,
-        "weight_decay": 0.05,
-        "clip_grad": 0.1,
-    }
+    defaults = VIT_ADAMW | {"lr": 1.5e-4, "weight_decay": 0.05, "clip_grad": 0.1}
 
     backbone_kwargs = {"pos_embed": "sincos", "init": "mae", "global_pool": "avg"}
     eval_backbone_prefix = "teacher_backbone."  # the paper evaluates the teacher

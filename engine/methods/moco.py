@@ -30,6 +30,8 @@ from engine.distributed import gather_no_grad, rank, world_size
 from engine.heads import mlp
 from engine.losses import info_nce
 from engine.methods.base import (
+    RESNET_SGD,
+    VIT_ADAMW,
     Method,
     ema_follow,
     ema_update,
@@ -67,7 +69,7 @@ class MoCoV2(Method):
     """MoCo v2: query vs momentum-encoder key, with a queue of past keys as negatives"""
 
     method_name, family, config_cls = "moco_v2", "contrastive", MoCoV2Config
-    defaults = {"backbone": "resnet18", "optimizer": "sgd", "lr": 0.06, "weight_decay": 5e-4}
+    defaults = RESNET_SGD | {"lr": 0.06, "weight_decay": 5e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: MoCoV2Config):
         super().__init__()
@@ -139,7 +141,7 @@ class MoCoV3(Method):
     """MoCo v3: ViT with predictor and momentum encoder, symmetric in-batch contrastive loss"""
 
     method_name, family, config_cls = "moco_v3", "contrastive", MoCoV3Config
-    defaults = {"backbone": "vit_tiny", "optimizer": "adamw", "lr": 1.5e-4, "weight_decay": 0.1}
+    defaults = VIT_ADAMW | {"lr": 1.5e-4, "weight_decay": 0.1}
     # ViT: fixed 2-D sin-cos position embedding and the reference code's initialisation
     backbone_kwargs = {"pos_embed": "sincos_rows", "init": "mocov3"}
 

@@ -52,7 +52,7 @@ from engine.config import opt
 from engine.distributed import all_reduce_mean, gather_no_grad
 from engine.errors import UserError
 from engine.losses import fp32
-from engine.methods.base import Method, cosine_momentum, ema_update, frozen_copy
+from engine.methods.base import RESNET_SGD, Method, cosine_momentum, ema_update, frozen_copy
 
 LEVELS = {"layer3": 3, "layer4": 4}  # index in ResNetBackbone.stages()
 
@@ -187,7 +187,7 @@ class OBoW(Method):
 
     method_name, family, config_cls = "obow", "distillation", OBoWConfig
     # ResNet18_OBoW_full.yaml: SGD, lr 0.05 at batch 128 (0.1 at 256), momentum 0.9, wd 5e-4
-    defaults = {"backbone": "resnet18", "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4}
+    defaults = RESNET_SGD | {"lr": 0.1, "weight_decay": 5e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: OBoWConfig):
         super().__init__()

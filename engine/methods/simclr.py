@@ -10,7 +10,7 @@ from engine import augment
 from engine.config import opt
 from engine.heads import mlp
 from engine.losses import nt_xent
-from engine.methods.base import Method
+from engine.methods.base import RESNET_SGD, Method
 
 
 @dataclass
@@ -24,7 +24,7 @@ class SimCLR(Method):
     """SimCLR: contrast two augmented views against all others in the batch (NT-Xent)"""
 
     method_name, family, config_cls = "simclr", "contrastive", SimCLRConfig
-    defaults = {"backbone": "resnet18", "optimizer": "sgd", "lr": 0.06, "weight_decay": 5e-4}
+    defaults = RESNET_SGD | {"lr": 0.06, "weight_decay": 5e-4}
 
     def __init__(self, backbone: torch.nn.Module, image_size: int, cfg: SimCLRConfig):
         super().__init__()

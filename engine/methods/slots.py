@@ -72,7 +72,7 @@ from engine.backbones import is_vit
 from engine.config import opt
 from engine.errors import UserError
 from engine.losses import fp32
-from engine.methods.base import Method
+from engine.methods.base import VIT_ADAMW, Method
 from engine.optim import cosine_schedule, schedule_groups
 
 # ----------------------------------------------------------------------------- configs
@@ -380,9 +380,7 @@ class SlotModel(Method):
     family = "object-centric"
     produces = ("global", "dense", "slots")
     # SPOT: Adam lr 4e-4 at batch 64 -> 4e-7 cosine, clip 0.3 (inf norm)
-    defaults = {
-        "backbone": "vit_tiny",
-        "optimizer": "adamw",
+    defaults = VIT_ADAMW | {
         "lr": 1.6e-3,
         "weight_decay": 0.0,
         "warmup_epochs": 0.0,  # warmup_frac (on_step_start) instead

@@ -27,6 +27,7 @@ from engine.backbones import SplitBrainBackbone, build_backbone
 from engine.color import LQuantizer, rgb_to_lab, soft_cross_entropy
 from engine.config import opt
 from engine.errors import UserError
+from engine.methods.base import RESNET_ADAMW
 from engine.methods.colorization import ColorTargetMethod, DenseHead
 
 
@@ -57,7 +58,7 @@ class SplitBrain(ColorTargetMethod):
     concatenated"""
 
     method_name, family, config_cls = "splitbrain", "pretext", SplitBrainConfig
-    defaults = {"backbone": "resnet18", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4}
+    defaults = RESNET_ADAMW | {"lr": 1e-3, "weight_decay": 1e-4}
 
     def __init__(self, backbone: SplitBrainBackbone, image_size: int, cfg: SplitBrainConfig):
         super().__init__(backbone, image_size, cfg)
