@@ -160,23 +160,8 @@ def test_cli_eval_davis_on_the_sample(sample, capsys):
 
 def test_cli_keypoints(sample, tmp_path, capsys):
     out = tmp_path / "kp"
-    assert (
-        main(
-            [
-                "propagate",
-                "--video",
-                str(sample / "shapes.mp4"),
-                "--points",
-                "96,57",
-                "22,28,2",
-                "--out",
-                str(out),
-                "--n-last",
-                "2",
-            ]
-        )
-        == 0
-    )
+    propagate = ["propagate", "--video", str(sample / "shapes.mp4"), "--out", str(out)]
+    assert main([*propagate, "--points", "96,57", "22,28,2", "--n-last", "2"]) == 0
     rows = (out / "shapes_keypoints.csv").read_text().splitlines()
     assert rows[0] == "frame,point,object,x,y" and len(rows) == 1 + 48 * 2
     assert rows[1].split(",")[:3] == ["00000", "0", "1"] and rows[2].split(",")[:3] == [
@@ -184,20 +169,7 @@ def test_cli_keypoints(sample, tmp_path, capsys):
         "1",
         "2",
     ]
-    assert (
-        main(
-            [
-                "propagate",
-                "--video",
-                str(sample / "shapes.mp4"),
-                "--points",
-                "500,3",
-                "--out",
-                str(out),
-            ]
-        )
-        == 2
-    )
+    assert main([*propagate, "--points", "500,3"]) == 2
     assert "outside the 128x128 frame" in capsys.readouterr().err
     assert main(["propagate", "--video", str(sample / "shapes.mp4"), "--out", str(out)]) == 2
 
