@@ -218,8 +218,8 @@ def write_results(path: Path, data: dict) -> None:
 
 def table(rows: list[dict]) -> str:
     latest: dict[str, dict] = {}
-    for r in rows:
-        latest[r["method"]] = r
+    for r in rows:  # the latest row of each method and variant
+        latest[r["method"] + " " + r.get("variant", "")] = r
     lines = [
         "| method | family | backbone | batch | steps (epochs) | s/step | kNN k=20 | kNN k=200 "
         "| random init k=20 / k=200 | vs random (k=200) | bits/dim | budget min "
@@ -234,9 +234,11 @@ def table(rows: list[dict]) -> str:
         delta = f"{100 * (r['knn200'] - rnd['knn200']):+.1f} pt" if rnd else "-"
         bits = f"{r['bits_per_dim']:.3f}" if "bits_per_dim" in r else "-"
         lb, la = r.get("load_before", ["-"])[0], r.get("load_after", ["-"])[0]
+        name = r["method"] + (f" ({r['variant']})" if r.get("variant") else "")
         stamp = " (--allow-load)" if r.get("allow_load") else ""
         lines.append(
-            f"| {r['method']} | {r.get('family', '')} | {r.get('backbone', '-')} "
+            f"| {name} | {r.get('family', '')} "
+            f"| {r.get('backbone', '-')} "
             f"| {r.get('batch_size', '-')} | {ep} | {sps} | {r['knn20']:.3f} | {r['knn200']:.3f} "
             f"| {rr} | {delta} | {bits} | {r.get('budget_minutes', '-')} | {lb} / {la}{stamp} |"
         )
@@ -259,6 +261,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--allow-load", action="store_true", help="run on a busy machine (stamped)")
+    ap.add_argument(
+        "--variant", default="", help="a label for a non-default setting, e.g. 'batch 64'"
+    )
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--runs", default="", help="keep the run here (default: a temporary folder)")
     args = ap.parse_args()
@@ -289,6 +294,8 @@ def main() -> int:
     train = ImageFolderDataset(args.train, load_size=args.image_size)
     val = ImageFolderDataset(args.val, load_size=args.image_size)
     row: dict = {"method": args.method, "budget_minutes": args.budget_minutes}
+    if args.variant:
+        row["variant"] = args.variant
     if args.method == "pixels":
         row.update(family="-", backbone="-", **pixel_knn(train, val))
     elif args.method == "lightly_simclr":
