@@ -215,6 +215,7 @@ class Searcher:
                 inv_scale[s : s + CHUNK] = top / 127.0
                 l1[s : s + CHUNK] = x.abs().sum(1)
             self._int8 = codes, inv_scale, l1
+            self._int8_max = float(l1.max()), float(inv_scale.max())
         return self._int8
 
     def _topk_int8(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -225,13 +226,22 @@ class Searcher:
             return exact_topk(self.emb, q, k, self.max_norm)
         inv_t = q_top / 127.0
         q_codes = torch.round(qt / inv_t).to(torch.int8)
-        approx = torch._int_mm(codes, q_codes[:, None]).view(-1).float() * (inv_scale * inv_t)
-        # the bound of the module docstring, widened by 1e-4 relative for float32 arithmetic
+        approx = torch._int_mm(codes, q_codes[:, None]).view(-1).float()
+        approx *= inv_scale
+        approx *= inv_t
+        # the per-row bound of the module docstring, widened by 1e-4 relative (float32
+        # arithmetic); first with its largest value, so only rows near the top get their own
         c_x = 0.5 * inv_t * 1.0001
         c_s = (0.5 * float(qt.abs().sum()) + 0.25 * codes.shape[1] * inv_t) * 1.0001
-        bound = l1 * c_x + inv_scale * c_s + approx.abs() * 1e-6
-        kth = float(torch.topk(approx - bound, min(k, len(approx))).values[-1])
-        cand = torch.nonzero(approx + bound >= kth).flatten().numpy()
+        widest = c_x * self._int8_max[0] + c_s * self._int8_max[1]
+        kth = float(torch.topk(approx, min(k, len(approx))).values[-1])
+        near = torch.nonzero(approx >= kth - 2.0001 * widest - abs(kth) * 1e-6).flatten()
+        a = approx[near]
+        bound = l1[near] * c_x + inv_scale[near] * c_s + a.abs() * 1e-6
+        # the k-th best lower bound of all rows is among `near` (every row outside lies below
+        # the k best approximate scores minus the widest bound)
+        lower = float(torch.topk(a - bound, min(k, len(a))).values[-1])
+        cand = near[a + bound >= lower].numpy()
         self.last_candidates = len(cand)
         return rescore(self.emb, cand, q, k)
 
