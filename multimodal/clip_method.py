@@ -130,17 +130,14 @@ class Clip(Method):
         mean, std = preprocess_stats(model)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        # open_clip's training transform: RandomResizedCrop(scale=(0.9, 1)), no flip or jitter.
+        # open_clip's training transform: RandomResizedCrop(scale=(0.9, 1)), no flip or jitter by
+        # default; its aug_cfg's colour jitter (p 0.8) and grayscale, and a flip, as options
+        j = cfg.color_jitter
         self.view = augment.ViewSpec(
-            size=self.image_size,
-            scale=(cfg.crop_scale_min, 1.0),
-            flip_p=0.0,
-            jitter_p=0.0,
-            gray_p=0.0,
-            blur_p=0.0,
-            solarize_p=0.0,
-            normalize=False,
-        )
+            size=self.image_size, scale=(cfg.crop_scale_min, 1.0), flip_p=cfg.flip_p,
+            jitter_p=0.8 if j > 0 else 0.0, brightness=j, contrast=j, saturation=j,
+            hue=min(0.5, j / 4), gray_p=cfg.gray_scale_prob, blur_p=0.0, normalize=False,
+        )  # fmt: skip
         if cfg.lock_image and cfg.lock_text:
             raise UserError("--lock-image and --lock-text together leave nothing to train")
         if cfg.lock_image:

@@ -35,6 +35,9 @@ class ClipConfig:
         True, "DDP: gather features with gradients (open_clip --gather-with-grad)"
     )
     crop_scale_min: float = opt(0.9, "random-resized-crop minimum area (open_clip uses 0.9)")
+    color_jitter: float = opt(0.0, "colour jitter strength, applied with p 0.8 (open_clip: off)")
+    gray_scale_prob: float = opt(0.0, "share of images turned gray (open_clip aug_cfg; off)")
+    flip_p: float = opt(0.0, "horizontal flip probability (open_clip: none)")
     image_key: str = opt("filepath", "caption table: image path column")
     caption_key: str = opt("title", "caption table: caption column")
     separator: str = opt("", "caption table separator ('' = tab, or comma for .csv)")

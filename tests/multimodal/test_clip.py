@@ -181,3 +181,14 @@ def test_lit_with_an_own_image_model_locks_it_and_trains_head_and_text(make_phot
         clip_x = (x.float() / 255 - m.mean) / m.std
         want = tower.head(own.embed(x))
         assert torch.allclose(tower(clip_x), want, atol=1e-4)
+
+
+def test_augmentation_options_reach_the_training_view():
+    """open_clip's default is a crop only; flips, colour jitter (p 0.8) and grayscale are opt-in
+    (the demo turns on flips and jitter: the sample's colours are random)."""
+    plain = _method().view
+    assert (plain.flip_p, plain.jitter_p, plain.gray_p, plain.scale) == (0.0, 0.0, 0.0, (0.9, 1.0))
+    v = _method(flip_p=0.5, color_jitter=0.4, gray_scale_prob=0.2).view
+    assert (v.flip_p, v.jitter_p, v.brightness, v.saturation, v.hue, v.gray_p) == (
+        0.5, 0.8, 0.4, 0.4, 0.1, 0.2,
+    )  # fmt: skip
