@@ -35,8 +35,9 @@ Where ours differs.
   early layer is clamped to the encoder's depth.
 - K = 2048 words and 16 new words a step by default (the paper's 4096 and 32 a step of 2048
   images on ImageNet: the codebook turns over in 128 steps in both).
-- The weight generators train at the official constant lr 1e-4 and weight decay 0.05
-  (`constant_lr_groups`); the lr is absolute, not scaled with the batch, as in main_pretrain.py.
+- The weight generators train at the official constant lr 1e-4 (`lr_wgen`) and weight decay
+  0.05 (`constant_lr_groups`); the lr is absolute, not scaled with the batch, as in
+  main_pretrain.py.
 - The loss is the cross-entropy (the same gradients as the official KL, which we log as `kl`).
 - Blur is off at <= 64 px (the project's small-image rule).
 - The global feature is the teacher's average patch token ([AVG], the ViT's `global_pool:
@@ -107,6 +108,7 @@ class MOCAConfig:
         1.25, "the cosine decays over this multiple of the run (paper 1.25: lr stays above 0)"
     )
     weight_decay_end: float = opt(0.2, "weight decay at the end of its cosine (paper 0.05 -> 0.2)")
+    lr_wgen: float = opt(1e-4, "constant absolute lr of the weight generators (paper 1e-4)")
 
 
 # ---- targets and losses (pure functions, fp32) ---------------------------------------------
@@ -226,15 +228,12 @@ class MOCA(Method):
 
     backbone_kwargs = {"pos_embed": "sincos", "init": "mae", "global_pool": "avg"}
     eval_backbone_prefix = "teacher_backbone."  # the paper evaluates the teacher
-    # main_pretrain.py: the weight generators train at a constant absolute lr of 1e-4 and the
-    # base weight decay, outside both cosines (biases and norms without decay, as elsewhere)
-    constant_lr_groups = {
-        "image_generator.": {"lr": 1e-4, "weight_decay": 0.05},
-        "decoder_generator.": {"lr": 1e-4, "weight_decay": 0.05},
-    }
-
     def __init__(self, backbone: nn.Module, image_size: int, cfg: MOCAConfig):
         super().__init__()
+        # main_pretrain.py: the weight generators train at a constant absolute lr (--lr_wgen)
+        # and the base weight decay 0.05, outside both cosines (biases and norms without decay)
+        fixed = {"lr": cfg.lr_wgen, "weight_decay": 0.05}
+        self.constant_lr_groups = {"image_generator.": fixed, "decoder_generator.": fixed}
         if not is_vit(backbone):
             raise UserError(
                 f"MOCA needs a ViT backbone (vit_tiny, vit_small, ...), not {backbone.arch.get('name')}"
