@@ -32,6 +32,16 @@ class VideoMethod(Method):
     defaults = {"batch_size": 32, "optimizer": "adamw", "warmup_epochs": 1.0}
 
 
+class ClipEmbeddingMethod(VideoMethod):
+    """A video method that embeds whole clips itself (`clip_embedding(clips) -> [B, D]`): its
+    "clip" features are the method (CPC's context, MaskFeat's pooled tokens)."""
+
+    produces = ("clip",)
+
+    def extractor(self, kind: str, source=None):
+        return self
+
+
 @torch.no_grad()
 def eval_on_clips(method: nn.Module, clips: Tensor, size: int, fn: Callable[[Tensor], Tensor]):
     """fn(x) in eval mode, x = uint8 clips [B, T, 3, H, W] as normalised float frames resized to

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from engine.augment import ViewSpec
 from engine.config import opt
 from engine.losses import fp32
-from video.methods.common import ClipSampling, VideoMethod, eval_on_clips
+from video.methods.common import ClipEmbeddingMethod, ClipSampling, eval_on_clips
 
 NAME = "cpc"
 
@@ -91,21 +91,17 @@ class ConvGRUCell(nn.Module):
         return (1 - update) * h + update * cand
 
 
-class CPC(VideoMethod):
+class CPC(ClipEmbeddingMethod):
     """CPC / DPC on frame sequences: a (Conv)GRU context predicts future frame features (InfoNCE)"""
 
     method_name, config_cls = NAME, CPCConfig
-    produces = ("clip",)  # the method itself embeds clips (clip_embedding)
     # DPC: Adam lr 1e-3, weight decay 1e-5, batch 64 per 4 GPUs -> 1e-3 * 256 / 64 per 256
-    defaults = VideoMethod.defaults | {
+    defaults = ClipEmbeddingMethod.defaults | {
         "backbone": "resnet18",
         "image_size": 32,
         "lr": 4e-3,
         "weight_decay": 1e-5,
     }
-
-    def extractor(self, kind: str, source=None):
-        return self
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: CPCConfig):
         super().__init__()

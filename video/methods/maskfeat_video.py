@@ -24,7 +24,7 @@ from engine import augment
 from engine.config import opt
 from engine.hog import auto_cell, hog_patch_targets
 from engine.masking import masked_mean
-from video.methods.common import ClipSampling, VideoMethod, eval_on_clips
+from video.methods.common import ClipEmbeddingMethod, ClipSampling, eval_on_clips
 from video.video_vit import VideoViT, build_video_vit
 
 NAME = "maskfeat_video"
@@ -83,13 +83,12 @@ def cube_hog_targets(frames: Tensor, patch: int, tubelet: int, cell: int, bins: 
     return per.reshape(b, -1, per.shape[-1])
 
 
-class MaskFeatVideo(VideoMethod):
+class MaskFeatVideo(ClipEmbeddingMethod):
     """MaskFeat on clips: predict HOG of randomly masked space-time cubes (video ViT)"""
 
     method_name, config_cls = NAME, MaskFeatVideoConfig
-    produces = ("clip",)  # the method itself embeds clips (clip_embedding)
     # paper (Kinetics): AdamW, lr 8e-4 per 512 -> 4e-4 per 256, weight decay 0.05, warm-up
-    defaults = VideoMethod.defaults | {
+    defaults = ClipEmbeddingMethod.defaults | {
         "backbone": "vit_tiny",
         "image_size": 32,
         "lr": 4e-4,
@@ -104,9 +103,6 @@ class MaskFeatVideo(VideoMethod):
             cfg.image_size,
             m,
         )
-
-    def extractor(self, kind: str, source=None):
-        return self
 
     def __init__(self, backbone: VideoViT, image_size: int, cfg: MaskFeatVideoConfig):
         super().__init__()
