@@ -112,7 +112,7 @@ class Searcher:
         self.emb = index.embeddings
         self._max_norm: float | None = None
         self._half: torch.Tensor | None = None
-        self._int8: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._int8: tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, float] | None = None
         self.first_pass = "int8" if _int8_product_works() else "fp16"
         self._gpu: torch.Tensor | None = None
         self._faiss = None
@@ -202,8 +202,9 @@ class Searcher:
         self.last_candidates = len(cand)
         return rescore(self.emb, cand, q, k)
 
-    def _int8_copy(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Rows as int8 codes round(s x), s = 127 / max|x| per row; with 1/s and |x|_1 per row."""
+    def _int8_copy(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, float]:
+        """Rows as int8 codes round(s x), s = 127 / max|x| per row; with 1/s and |x|_1 per row
+        and their largest values (the widest bound)."""
         if self._int8 is None:
             n, d = self.emb.shape
             codes = torch.empty((n, d), dtype=torch.int8)
@@ -214,12 +215,11 @@ class Searcher:
                 codes[s : s + CHUNK] = torch.round(x * (127.0 / top)[:, None]).to(torch.int8)
                 inv_scale[s : s + CHUNK] = top / 127.0
                 l1[s : s + CHUNK] = x.abs().sum(1)
-            self._int8 = codes, inv_scale, l1
-            self._int8_max = float(l1.max()), float(inv_scale.max())
+            self._int8 = codes, inv_scale, l1, float(l1.max()), float(inv_scale.max())
         return self._int8
 
     def _topk_int8(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        codes, inv_scale, l1 = self._int8_copy()
+        codes, inv_scale, l1, l1_max, inv_scale_max = self._int8_copy()
         qt = torch.from_numpy(q)
         q_top = float(qt.abs().max())
         if q_top == 0:
@@ -233,7 +233,7 @@ class Searcher:
         # arithmetic); first with its largest value, so only rows near the top get their own
         c_x = 0.5 * inv_t * 1.0001
         c_s = (0.5 * float(qt.abs().sum()) + 0.25 * codes.shape[1] * inv_t) * 1.0001
-        widest = c_x * self._int8_max[0] + c_s * self._int8_max[1]
+        widest = c_x * l1_max + c_s * inv_scale_max
         kth = float(torch.topk(approx, min(k, len(approx))).values[-1])
         near = torch.nonzero(approx >= kth - 2.0001 * widest - abs(kth) * 1e-6).flatten()
         a = approx[near]

@@ -71,7 +71,7 @@ def test_int8_bound_holds_on_every_row():
     rng = np.random.default_rng(4)
     emb = (_unit(rng, 5000, 96) * np.exp(rng.uniform(-7, 7, (5000, 96)))).astype(np.float32)
     s = Searcher(_fake_index(emb))
-    codes, inv_scale, l1 = s._int8_copy()
+    codes, inv_scale, l1, _, _ = s._int8_copy()
     for q in (emb[7], emb[8] * 1e-3, _unit(rng, 1, 96)[0]):
         truth = emb.astype(np.float64) @ q.astype(np.float64)
         inv_t = float(np.abs(q).max()) / 127.0
