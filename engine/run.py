@@ -284,6 +284,8 @@ class RunState:
             self.step = int(e.get("step", 0) or 0)
             self.precision = str(e.get("precision", self.precision) or "")
             self.precision_reason = str(e.get("precision_reason", "") or "")
+        elif t in ("plan", "replan"):  # a time budget sets the schedule's length
+            self.total_steps = int(e.get("planned_steps", self.total_steps) or self.total_steps)
         elif t in ("step", "checkpoint"):
             self.phase = "running"
             self.step = int(e.get("step", self.step) or self.step)

@@ -321,12 +321,8 @@ class Trainer:
             torch.distributed.broadcast(t, 0)
             sps, save_s = t.tolist()
         left = self.deadline - time.perf_counter() - 2 * save_s  # this plan's and the last save
-        margin = 0.93  # steps run a few % slower than timed (measured): finish the schedule
-        steps = max(1, int(margin * left / sps))
-        for _ in range(3):  # per-epoch work and periodic checkpoints eat into the steps
-            epochs = math.ceil(steps / self.steps_per_epoch)
-            extra = (epochs - 1) * epoch_start_s + (steps // self.cfg.checkpoint_every) * save_s
-            steps = max(1, int(margin * (left - extra) / sps))
+        # steps run a few % slower than timed (measured): finish the schedule
+        steps = self._steps_that_fit(left, sps, epoch_start_s, save_s, margin=0.93)
         if self.cfg.max_steps:
             steps = min(steps, self.cfg.max_steps)
         self._set_total_steps(steps)
@@ -347,6 +343,51 @@ class Trainer:
             self.run.save_config(self.cfg)
         self.save()
 
+    def _steps_that_fit(
+        self, left_s: float, sps: float, epoch_start_s: float, save_s: float, margin: float
+    ) -> int:
+        """How many steps of `sps` seconds fit in `left_s`, once per-epoch work and periodic
+        checkpoints have taken their share."""
+        steps = max(1, int(margin * left_s / sps))
+        for _ in range(3):
+            epochs = math.ceil(steps / self.steps_per_epoch)
+            extra = (epochs - 1) * epoch_start_s + (steps // self.cfg.checkpoint_every) * save_s
+            steps = max(1, int(margin * (left_s - extra) / sps))
+        return steps
+
+    def _replan(self, loop_start_step: int, timed_from: float) -> None:
+        """Re-plan once from the run's own steps. The plan's few timed steps can be off by a third
+        (a multi-crop ViT's first steps run slow while oneDNN and the allocator settle: DINO was
+        timed at 34 s per step and ran at 22 s, so it stopped after 608 of 900 s); by 5% of the
+        run, its real pace is known. The schedule keeps its past and is stretched or shrunk to
+        end at the deadline; nothing changes when the plan was within 5%."""
+        done = self.step - loop_start_step
+        sps = (time.perf_counter() - timed_from) / max(done, 1)
+        left = self.deadline - time.perf_counter() - self.plan.get("checkpoint_s", 0.0)
+        fit = self._steps_that_fit(
+            left, sps, self.plan.get("epoch_start_s", 0.0), self.plan.get("checkpoint_s", 0.0), 0.97
+        )
+        steps = self.step + fit
+        if self.distributed:  # every rank follows rank 0's pace
+            t = torch.tensor([steps], dtype=torch.float64, device=self.device)
+            torch.distributed.broadcast(t, 0)
+            steps = int(t.item())
+        if abs(steps - self.total_steps) <= 0.05 * self.total_steps:
+            return
+        previous = self.total_steps
+        self._set_total_steps(max(steps, self.step + 1))
+        self.cfg.max_steps = self.total_steps
+        self.plan.update(
+            planned_steps=self.total_steps, warmup_steps=self.warmup_steps, s_per_step=sps,
+            replanned_at=self.step,
+        )  # fmt: skip
+        self._emit(
+            "replan", step=self.step, s_per_step=sps, planned_steps=self.total_steps,
+            previous_steps=previous, warmup_steps=self.warmup_steps,
+        )  # fmt: skip
+        if self.rank == 0:
+            self.run.save_config(self.cfg)
+
     def _batches(self, n: int) -> Iterator[dict[str, Any]]:
         """The first n batches of the run (across epochs when an epoch is shorter)."""
         given, epoch = 0, 0
@@ -363,6 +404,11 @@ class Trainer:
         bar = _progress(self.total_steps, self.step, self.rank == 0)
         last: dict[str, float] = {}
         window_t, window_steps = time.perf_counter(), 0
+        # a budgeted run re-plans once from its own pace (timed from its second step, as the
+        # first also restarts the loader), at 5% of the plan and after at least 4 steps
+        loop_start, timed_from = self.step + 1, 0.0
+        replan_at = loop_start + max(4, math.ceil(0.05 * self.total_steps))
+        replan = self.deadline is not None and self.step == 0 and self.total_steps >= 2 * replan_at
         while self.step < self.total_steps:
             epoch, start = divmod(self.step, self.steps_per_epoch)
             self.epoch = epoch
@@ -374,6 +420,12 @@ class Trainer:
                 self.step += 1
                 window_steps += 1
                 bar.update(1)
+                if self.step == loop_start:
+                    timed_from = time.perf_counter()
+                elif replan and self.step == replan_at:
+                    replan = False
+                    self._replan(loop_start, timed_from)
+                    bar.total = self.total_steps
                 if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
                     dt = time.perf_counter() - window_t
                     ips = window_steps * self.global_batch / max(dt, 1e-9)

@@ -228,6 +228,7 @@ class MOCA(Method):
 
     backbone_kwargs = {"pos_embed": "sincos", "init": "mae", "global_pool": "avg"}
     eval_backbone_prefix = "teacher_backbone."  # the paper evaluates the teacher
+
     def __init__(self, backbone: nn.Module, image_size: int, cfg: MOCAConfig):
         super().__init__()
         # main_pretrain.py: the weight generators train at a constant absolute lr (--lr_wgen)

@@ -61,6 +61,11 @@ def test_state_folds_events_into_status():
     resumed = RunState.from_events(ev + [{"type": "stopped", "step": 3}, ev[0]])
     assert resumed.phase == "running"  # a resumed run is running again
     assert RunState().status() == "new"
+    planned = ev[:1] + [
+        {"type": "plan", "planned_steps": 40},
+        {"type": "replan", "planned_steps": 55},
+    ]
+    assert RunState.from_events(planned).total_steps == 55  # a time budget's schedule length
 
 
 def test_user_stop_writes_a_stopped_event_and_resumes(tmp_path):
