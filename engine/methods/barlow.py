@@ -30,8 +30,7 @@ class BarlowTwins(Method):
     defaults = RESNET_SGD | {"lr": 0.1, "weight_decay": 5e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: BarlowTwinsConfig):
-        super().__init__()
-        self.backbone, self.cfg = backbone, cfg
+        super().__init__(backbone, cfg)
         # Linear-BN-ReLU, Linear-BN-ReLU, Linear; the loss standardises the output.
         self.projector = mlp(backbone.embed_dim, cfg.proj_hidden_dim, cfg.proj_dim, layers=3)
         self.specs = augment.byol_views(image_size)  # the paper follows BYOL's recipe

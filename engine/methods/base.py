@@ -88,8 +88,13 @@ class Method(nn.Module):
         whose heads fit loads them and says so. Default: new heads."""
         return "new"
 
-    def __init__(self) -> None:
+    def __init__(self, backbone: nn.Module | None = None, cfg: Any = None) -> None:
+        """backbone: the network being trained; cfg: the method's options (its config_cls)."""
         super().__init__()
+        if backbone is not None:
+            self.backbone = backbone
+        if cfg is not None:
+            self.cfg = cfg
         # Set by the trainer before every step, so augmentation randomness depends only on
         # (seed, step) and the global batch: exact resume, and DDP equal to one process.
         self._seed, self._step, self._offset, self._global_batch = 0, 0, 0, None

@@ -87,7 +87,6 @@ class BEiT(Method):
         return beit_features(self, kind, source)
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: BEiTConfig):
-        super().__init__()
         if not cfg.tokenizer:
             raise UserError(
                 "BEiT needs --tokenizer: a dvae run directory (selfsup train --method dvae)"
@@ -96,7 +95,7 @@ class BEiT(Method):
             raise UserError(
                 f"BEiT needs a ViT backbone (vit_tiny, vit_small, ...), not {backbone.arch.get('name')}"
             )
-        self.backbone, self.cfg = backbone, cfg
+        super().__init__(backbone, cfg)
         self.tokenizer = load_tokenizer(cfg.tokenizer)
         tok_size = self.tokenizer.arch.get("image_size")
         if self.tokenizer.patch_size != backbone.patch_size or tok_size != image_size:

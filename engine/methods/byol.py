@@ -38,8 +38,7 @@ class BYOL(Method):
     defaults = RESNET_SGD | {"lr": 0.1, "weight_decay": 5e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: BYOLConfig):
-        super().__init__()
-        self.backbone, self.cfg = backbone, cfg
+        super().__init__(backbone, cfg)
         self.projector = mlp(backbone.embed_dim, cfg.proj_hidden_dim, cfg.proj_dim, layers=2)
         self.predictor = mlp(cfg.proj_dim, cfg.proj_hidden_dim, cfg.proj_dim, layers=2)
         self.target = frozen_copy(nn.Sequential(backbone, self.projector))

@@ -108,8 +108,7 @@ class DINO(Method):
     backbone_kwargs = {"drop_path": 0.1}  # stochastic depth in the student only (DINO ViT-S)
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: DINOConfig):
-        super().__init__()
-        self.backbone, self.cfg = backbone, cfg
+        super().__init__(backbone, cfg)
         d = backbone.embed_dim
         self.head = DINOHead(
             d, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.norm_last_layer

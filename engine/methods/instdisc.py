@@ -63,8 +63,7 @@ class InstDisc(Method):
     defaults = RESNET_SGD | {"lr": 0.03, "weight_decay": 5e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: InstDiscConfig):
-        super().__init__()
-        self.backbone, self.cfg = backbone, cfg
+        super().__init__(backbone, cfg)
         self.projector = nn.Linear(backbone.embed_dim, cfg.feat_dim)
         # the paper's views: crop (0.2, 1), grayscale 0.2, colour jitter 0.4 each, flip; no blur
         self.spec = augment.ViewSpec(

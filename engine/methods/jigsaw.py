@@ -103,8 +103,7 @@ class Jigsaw(Method):
     defaults = RESNET_SGD | {"lr": 0.1, "weight_decay": 5e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: JigsawConfig):
-        super().__init__()
-        self.backbone, self.cfg = backbone, cfg
+        super().__init__(backbone, cfg)
         self.cell = image_size // 3
         self.tile = max(1, round(self.cell * cfg.tile_ratio))
         self.shift = (

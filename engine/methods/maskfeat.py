@@ -45,12 +45,11 @@ class MaskFeat(Method):
     backbone_kwargs = {"mask_token": True}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: MaskFeatConfig):
-        super().__init__()
         if not is_vit(backbone):
             raise UserError(
                 f"MaskFeat needs a ViT backbone (vit_tiny, vit_small, ...), not {backbone.arch.get('name')}"
             )
-        self.backbone, self.cfg = backbone, cfg
+        super().__init__(backbone, cfg)
         p = backbone.patch_size
         self.cell = auto_cell(p, cfg.hog_cell)
         self.target_dim = 3 * cfg.hog_bins * (p // self.cell) ** 2

@@ -230,16 +230,15 @@ class MOCA(Method):
     eval_backbone_prefix = "teacher_backbone."  # the paper evaluates the teacher
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: MOCAConfig):
-        super().__init__()
-        # main_pretrain.py: the weight generators train at a constant absolute lr (--lr_wgen)
-        # and the base weight decay 0.05, outside both cosines (biases and norms without decay)
-        fixed = {"lr": cfg.lr_wgen, "weight_decay": 0.05}
-        self.constant_lr_groups = {"image_generator.": fixed, "decoder_generator.": fixed}
         if not is_vit(backbone):
             raise UserError(
                 f"MOCA needs a ViT backbone (vit_tiny, vit_small, ...), not {backbone.arch.get('name')}"
             )
-        self.backbone, self.cfg = backbone, cfg
+        super().__init__(backbone, cfg)
+        # main_pretrain.py: the weight generators train at a constant absolute lr (--lr_wgen)
+        # and the base weight decay 0.05, outside both cosines (biases and norms without decay)
+        fixed = {"lr": cfg.lr_wgen, "weight_decay": 0.05}
+        self.constant_lr_groups = {"image_generator.": fixed, "decoder_generator.": fixed}
         d, p = backbone.embed_dim, backbone.patch_size
         self.grid = (image_size // p, image_size // p)
         length = self.grid[0] * self.grid[1]

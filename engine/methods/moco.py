@@ -72,8 +72,7 @@ class MoCoV2(Method):
     defaults = RESNET_SGD | {"lr": 0.06, "weight_decay": 5e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: MoCoV2Config):
-        super().__init__()
-        self.backbone, self.cfg = backbone, cfg
+        super().__init__(backbone, cfg)
         d = backbone.embed_dim
         self.projector = mlp(d, cfg.proj_hidden_dim or d, cfg.proj_dim, layers=2, bn=False)
         self.key_encoder = frozen_copy(nn.Sequential(backbone, self.projector))
@@ -148,8 +147,7 @@ class MoCoV3(Method):
     backbone_kwargs = {"pos_embed": "sincos_rows", "init": "mocov3"}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: MoCoV3Config):
-        super().__init__()
-        self.backbone, self.cfg = backbone, cfg
+        super().__init__(backbone, cfg)
         vit = is_vit(backbone)
         if cfg.freeze_patch_embed and vit:
             backbone.patch_embed.requires_grad_(False)

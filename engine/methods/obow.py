@@ -192,7 +192,6 @@ class OBoW(Method):
     defaults = RESNET_SGD | {"lr": 0.1, "weight_decay": 5e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: OBoWConfig):
-        super().__init__()
         if not isinstance(backbone, ResNetBackbone):
             raise UserError(
                 f"OBoW needs a ResNet backbone (resnet18, resnet50; it takes BoW targets from "
@@ -200,7 +199,7 @@ class OBoW(Method):
             )
         if cfg.num_words < 1 or not 1 <= cfg.n_patches <= 9 or cfg.n_crops < 0:
             raise UserError("OBoW: num_words must be >= 1, n_patches 1..9 and n_crops >= 0")
-        self.backbone, self.cfg = backbone, cfg
+        super().__init__(backbone, cfg)
         self.level_names = cfg.levels.split("+")
         d = backbone.embed_dim
         # channels of layer3 / layer4: half / all of the pooled feature (as parse_model_opts)

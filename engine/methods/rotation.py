@@ -49,8 +49,7 @@ class Rotation(Method):
     defaults = RESNET_SGD | {"lr": 0.2, "weight_decay": 5e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: RotationConfig):
-        super().__init__()
-        self.backbone, self.cfg = backbone, cfg
+        super().__init__(backbone, cfg)
         d = backbone.embed_dim
         self.head = (
             mlp(d, cfg.head_hidden_dim, 4, layers=2) if cfg.head_hidden_dim else nn.Linear(d, 4)

@@ -27,8 +27,7 @@ class SimCLR(Method):
     defaults = RESNET_SGD | {"lr": 0.06, "weight_decay": 5e-4}
 
     def __init__(self, backbone: torch.nn.Module, image_size: int, cfg: SimCLRConfig):
-        super().__init__()
-        self.backbone, self.cfg = backbone, cfg
+        super().__init__(backbone, cfg)
         self.projector = mlp(backbone.embed_dim, cfg.proj_hidden_dim, cfg.proj_dim, layers=2)
         self.specs = augment.simclr_views(image_size)
 

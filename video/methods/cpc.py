@@ -104,8 +104,7 @@ class CPC(ClipEmbeddingMethod):
     }
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: CPCConfig):
-        super().__init__()
-        self.backbone, self.cfg = backbone, cfg
+        super().__init__(backbone, cfg)
         d = backbone.embed_dim
         if cfg.dense:
             self.gru = ConvGRUCell(d, cfg.hidden_dim)

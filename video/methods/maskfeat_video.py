@@ -105,8 +105,7 @@ class MaskFeatVideo(ClipEmbeddingMethod):
         )
 
     def __init__(self, backbone: VideoViT, image_size: int, cfg: MaskFeatVideoConfig):
-        super().__init__()
-        self.backbone, self.cfg = backbone, cfg
+        super().__init__(backbone, cfg)
         p = backbone.patch_size
         self.cell = auto_cell(p, cfg.hog_cell)
         self.target_dim = 3 * cfg.hog_bins * (p // self.cell) ** 2  # one frame per cube
