@@ -355,14 +355,14 @@ class Trainer:
             steps = max(1, int(margin * (left_s - extra) / sps))
         return steps
 
-    def _replan(self, loop_start_step: int, timed_from: float) -> None:
-        """Re-plan once from the run's own steps. The plan's few timed steps can be off by a third
-        (a multi-crop ViT's first steps run slow while oneDNN and the allocator settle: DINO was
-        timed at 34 s per step and ran at 22 s, so it stopped after 608 of 900 s); by 5% of the
-        run, its real pace is known. The schedule keeps its past and is stretched or shrunk to
-        end at the deadline; nothing changes when the plan was within 5%."""
-        done = self.step - loop_start_step
-        sps = (time.perf_counter() - timed_from) / max(done, 1)
+    def _replan(self, since_step: int, since: float) -> None:
+        """Re-plan from the run's own pace (the steps since `since_step`, timed from `since`).
+        The plan's few timed steps can be off by a third: a multi-crop ViT's first steps run slow
+        while oneDNN and the allocator settle (DINO: timed 33 s per step, 31.7 s over steps 2-5,
+        25 s from step 10 on; with the plan alone it stopped after 608 of 900 s). The schedule
+        keeps its past and is stretched or shrunk to end at the deadline; nothing changes when
+        the plan was within 3%."""
+        sps = (time.perf_counter() - since) / max(self.step - since_step, 1)
         left = self.deadline - time.perf_counter() - self.plan.get("checkpoint_s", 0.0)
         fit = self._steps_that_fit(
             left, sps, self.plan.get("epoch_start_s", 0.0), self.plan.get("checkpoint_s", 0.0), 0.97
@@ -372,7 +372,7 @@ class Trainer:
             t = torch.tensor([steps], dtype=torch.float64, device=self.device)
             torch.distributed.broadcast(t, 0)
             steps = int(t.item())
-        if abs(steps - self.total_steps) <= 0.05 * self.total_steps:
+        if abs(steps - self.total_steps) <= 0.03 * self.total_steps:
             return
         previous = self.total_steps
         self._set_total_steps(max(steps, self.step + 1))
@@ -404,11 +404,16 @@ class Trainer:
         bar = _progress(self.total_steps, self.step, self.rank == 0)
         last: dict[str, float] = {}
         window_t, window_steps = time.perf_counter(), 0
-        # a budgeted run re-plans once from its own pace (timed from its second step, as the
-        # first also restarts the loader), at 5% of the plan and after at least 4 steps
-        loop_start, timed_from = self.step + 1, 0.0
-        replan_at = loop_start + max(4, math.ceil(0.05 * self.total_steps))
-        replan = self.deadline is not None and self.step == 0 and self.total_steps >= 2 * replan_at
+        # a budgeted run re-plans from its own pace at 5%, 25% and 50% of the plan, each time
+        # from the steps since the last (timed from the second step: the first restarts the
+        # loader); at least 4 steps apart
+        since_step, since = self.step + 1, 0.0
+        replans = []
+        if self.deadline is not None and self.step == 0:
+            for f in (0.05, 0.25, 0.5):
+                at = max(math.ceil(f * self.total_steps), (replans or [since_step])[-1] + 4)
+                if at < self.total_steps - 1:
+                    replans.append(at)
         while self.step < self.total_steps:
             epoch, start = divmod(self.step, self.steps_per_epoch)
             self.epoch = epoch
@@ -420,11 +425,12 @@ class Trainer:
                 self.step += 1
                 window_steps += 1
                 bar.update(1)
-                if self.step == loop_start:
-                    timed_from = time.perf_counter()
-                elif replan and self.step == replan_at:
-                    replan = False
-                    self._replan(loop_start, timed_from)
+                if self.step == since_step:
+                    since = time.perf_counter()
+                elif replans and self.step == replans[0]:
+                    replans.pop(0)
+                    self._replan(since_step, since)
+                    since_step, since = self.step, time.perf_counter()
                     bar.total = self.total_steps
                 if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
                     dt = time.perf_counter() - window_t

@@ -241,27 +241,8 @@ def reconstruction_features(figure: str):
 
 @torch.no_grad()
 def ema_follow(target: nn.Module, online: nn.Module, base: float, step: int, total: int) -> None:
-    """The EMA target step of BYOL / MoCo v3: momentum on a cosine from `base` to 1."""
-    ema_update(target, online, teacher_momentum(base, step, total))
-
-
-EMA_HORIZON_FRACTION = 0.05  # the EMA's horizon 1 / (1 - m) is at most this share of the run
-EMA_MIN_MOMENTUM = 0.9  # BYOL's and MoCo's ablations: 0.9 still learns, 0 collapses
-
-
-def short_run_momentum(base: float, total_steps: int) -> float:
-    """The papers' base momentum averages over 1 / (1 - m) steps: 100-250 steps, at most 0.2% of
-    their runs (DINO 0.996 over 125k steps). A laptop's 15-minute run has 20-200 steps, so an EMA
-    teacher at 0.996 ends within a few % of its random init, and DINO (which evaluates its
-    teacher) measured +0.2 points over random init after 21 steps. The base is lowered until the
-    horizon is at most 5% of the run, never below 0.9; runs of 20 horizons or more keep it."""
-    cap = 1.0 - 1.0 / max(EMA_HORIZON_FRACTION * total_steps, 1.0)
-    return min(base, max(EMA_MIN_MOMENTUM, cap))
-
-
-def teacher_momentum(base: float, step: int, total_steps: int) -> float:
-    """An EMA teacher's momentum at `step`: `short_run_momentum`, then the cosine to 1."""
-    return cosine_momentum(short_run_momentum(base, total_steps), step, total_steps)
+    """The EMA target step of BYOL / MoCo / DINO: momentum on a cosine from `base` to 1."""
+    ema_update(target, online, cosine_momentum(base, step, total))
 
 
 def cosine_momentum(base: float, step: int, total_steps: int, final: float = 1.0) -> float:

@@ -24,8 +24,7 @@ from engine.methods.base import (
 @dataclass
 class BYOLConfig:
     ema_momentum: float = opt(
-        0.99,
-        "base target momentum, cosine to 1 (paper 0.996; 0.99 for small data; lowered on short runs)",
+        0.99, "base target momentum, cosine schedule to 1 (paper 0.996; 0.99 for small data)"
     )
     proj_hidden_dim: int = opt(4096, "projector and predictor hidden width (paper 4096)")
     proj_dim: int = opt(256, "projection dimension (paper 256)")

@@ -17,10 +17,10 @@ from engine.methods.base import (
     VIT_ADAMW,
     Method,
     clip_per_parameter,
+    cosine_momentum,
     ema_center,
     ema_update,
     frozen_copy,
-    teacher_momentum,
 )
 from engine.optim import schedule_groups
 
@@ -39,9 +39,7 @@ class DINOConfig:
         0.3,
         "fraction of the steps for the linear teacher-temperature warm-up (paper 30 of 100-300 epochs)",
     )
-    ema_momentum: float = opt(
-        0.996, "base teacher momentum, cosine schedule to 1 (lowered on short runs, floor 0.9)"
-    )
+    ema_momentum: float = opt(0.996, "base teacher momentum, cosine schedule to 1")
     center_momentum: float = opt(0.9, "EMA rate of the teacher center")
     freeze_last_layer_frac: float = opt(
         0.01, "fraction of the steps with the head's last layer frozen (paper 1 epoch)"
@@ -171,7 +169,7 @@ class DINO(Method):
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         c = self.cfg
-        m = teacher_momentum(c.ema_momentum, step, total_steps)
+        m = cosine_momentum(c.ema_momentum, step, total_steps)
         for teacher, student in self.ema_pairs():
             ema_update(teacher, student, m)
         self.teacher_temp.fill_(

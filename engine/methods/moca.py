@@ -65,9 +65,9 @@ from engine.losses import fp32
 from engine.methods.base import (
     VIT_ADAMW,
     Method,
+    cosine_momentum,
     ema_update,
     frozen_copy,
-    teacher_momentum,
 )
 from engine.optim import schedule_groups
 
@@ -99,7 +99,7 @@ class MOCAConfig:
     decoder_depth: int = opt(2, "decoder blocks (paper 2)")
     pred_mlp_ratio: float = opt(2.0, "hidden width of the weight generators / encoder width (2)")
     ema_momentum: float = opt(
-        0.99, "teacher momentum at the start, cosine to 1 (paper 0.99; lowered on short runs)"
+        0.99, "teacher momentum at the start, cosine to 1 (paper 0.99; released code 0.994)"
     )
     distance_momentum: float = opt(0.99, "EMA rate of the assignment's distance scale (0.99)")
     crop_scale_min: float = opt(0.2, "crop scale lower bound (paper 0.2)")
@@ -404,7 +404,7 @@ class MOCA(Method):
 
     @torch.no_grad()
     def on_step_end(self, step: int, total_steps: int) -> None:
-        m = teacher_momentum(self.cfg.ema_momentum, step, total_steps)
+        m = cosine_momentum(self.cfg.ema_momentum, step, total_steps)
         ema_update(self.teacher_backbone, self.backbone, m)
         scale, new = self._pending
         self.codebook.scale.copy_(scale)

@@ -127,9 +127,7 @@ class MoCoV2(Method):
 @dataclass
 class MoCoV3Config:
     temperature: float = opt(0.0, "temperature (0 = the paper's: 0.2 for ViT, 1.0 for ResNet)")
-    ema_momentum: float = opt(
-        0.99, "base momentum, cosine schedule to 1 (paper 0.99; lowered on short runs)"
-    )
+    ema_momentum: float = opt(0.99, "base momentum, cosine schedule to 1 (paper 0.99)")
     proj_hidden_dim: int = opt(1024, "projector hidden width (paper 4096)")
     proj_dim: int = opt(256, "output dimension (paper 256)")
     pred_hidden_dim: int = opt(1024, "predictor hidden width (paper 4096)")

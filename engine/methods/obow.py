@@ -52,7 +52,7 @@ from engine.config import opt
 from engine.distributed import all_reduce_mean, gather_no_grad
 from engine.errors import UserError
 from engine.losses import fp32
-from engine.methods.base import RESNET_SGD, Method, ema_update, frozen_copy, teacher_momentum
+from engine.methods.base import RESNET_SGD, Method, cosine_momentum, ema_update, frozen_copy
 
 LEVELS = {"layer3": 3, "layer4": 4}  # index in ResNetBackbone.stages()
 
@@ -75,9 +75,7 @@ class OBoWConfig:
     bow_pool: str = opt(
         "max", "pooling of the codes over the map (paper max)", choices=["max", "avg"]
     )
-    ema_momentum: float = opt(
-        0.99, "teacher momentum at the start, cosine to 1 (paper 0.99; lowered on short runs)"
-    )
+    ema_momentum: float = opt(0.99, "teacher momentum at the start, cosine to 1 (paper 0.99)")
     distance_momentum: float = opt(
         0.99, "EMA rate of the mean minimum distance that adapts delta (paper 0.99)"
     )
@@ -305,7 +303,7 @@ class OBoW(Method):
         ema_update(
             self.teacher_backbone,
             self.backbone,
-            teacher_momentum(self.cfg.ema_momentum, step, total_steps),
+            cosine_momentum(self.cfg.ema_momentum, step, total_steps),
         )
         for vocab, (mean, feats) in zip(self.vocab, self._pending):
             vocab.min_distance_mean.copy_(mean)
