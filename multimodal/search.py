@@ -20,6 +20,9 @@ interactive; its hits are re-scored exactly and `check_exact` compares them with
 from __future__ import annotations
 
 import json
+import mmap
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,9 +61,47 @@ def rescore(
     cand = np.unique(np.asarray(cand, dtype=np.int64))
     if len(cand) == 0:
         return cand, np.zeros(0, np.float32)
-    scores = np.asarray(emb[cand], dtype=np.float64) @ q.astype(np.float64)
+    scores = np.asarray(read_rows(emb, cand), dtype=np.float64) @ q.astype(np.float64)
     order = np.lexsort((cand, -scores))[:k]
     return cand[order], scores[order].astype(np.float32)
+
+
+PARALLEL_READS = 32
+
+
+def read_rows(emb: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """emb[rows]; on an index's memory-mapped file, by parallel reads. At 10M vectors the
+    float32 file (20 GB) does not stay in the page cache beside the int8 copy, so the re-score's
+    few hundred rows are random disk reads: one after another they cost 5.5 s per query here
+    (measured), while 32 in flight overlap their latency."""
+    if len(rows) < PARALLEL_READS or not _whole_file_map(emb):
+        return np.asarray(emb[rows])
+    row_bytes = emb.shape[1] * emb.dtype.itemsize
+    out = np.empty((len(rows), emb.shape[1]), dtype=emb.dtype)
+    fd = os.open(emb.filename, os.O_RDONLY)
+    try:
+
+        def read(i: int) -> None:
+            data = os.pread(fd, row_bytes, emb.offset + int(rows[i]) * row_bytes)
+            out[i] = np.frombuffer(data, dtype=emb.dtype)
+
+        with ThreadPoolExecutor(PARALLEL_READS) as pool:
+            list(pool.map(read, range(len(rows))))
+    finally:
+        os.close(fd)
+    return out
+
+
+def _whole_file_map(emb: np.ndarray) -> bool:
+    """A memmap of a whole C-ordered array file (np.load(..., mmap_mode="r")), not a view of
+    one: only then are `offset` and the row stride those of the file."""
+    return (
+        isinstance(emb, np.memmap)
+        and isinstance(emb.base, mmap.mmap)
+        and emb.filename is not None
+        and emb.ndim == 2
+        and emb.flags.c_contiguous
+    )
 
 
 def _near_top(scores: np.ndarray, k: int, slack: float) -> np.ndarray:

@@ -61,6 +61,27 @@ def test_compact_scan_with_rescoring_is_identical_to_exact(monkeypatch, first_pa
     assert s.topk(q, 2)[0].tolist() == [5, 17]
 
 
+def test_memory_mapped_rows_are_read_in_parallel_and_identically(tmp_path, monkeypatch):
+    """A whole-file memmap (how an index keeps its vectors) is re-scored from parallel preads
+    (10M vectors do not stay in the page cache); a view of one falls back to plain indexing."""
+    emb = _unit(np.random.default_rng(3), 3000, 48)
+    np.save(tmp_path / "emb.npy", emb)
+    mapped = np.load(tmp_path / "emb.npy", mmap_mode="r")
+    rows = np.sort(np.random.default_rng(4).choice(3000, 200, replace=False))
+    preads = []
+    real_pread = search_mod.os.pread
+    monkeypatch.setattr(search_mod.os, "pread", lambda *a: preads.append(a) or real_pread(*a))
+    assert np.array_equal(search_mod.read_rows(mapped, rows), emb[rows])
+    assert len(preads) == 200  # one read per row
+    view = mapped[1000:]  # its offset and rows are not the file's: plain indexing
+    assert np.array_equal(search_mod.read_rows(view, rows[:60]), emb[1000:][rows[:60]])
+    assert len(preads) == 200
+    monkeypatch.setattr(search_mod, "FP16_MIN_ROWS", 0)
+    s = Searcher(_fake_index(mapped))
+    for q in emb[[0, 7, 2999]]:
+        assert s.topk(q, 10)[0].tolist() == exact_topk(emb, q, 10)[0].tolist()
+
+
 def test_int8_bound_holds_on_every_row():
     """The per-row bound of the module docstring against float64 truth, on rows and queries
     whose components span six orders of magnitude."""
