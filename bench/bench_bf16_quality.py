@@ -27,38 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_knn_all_methods import DATA, knn_rows  # noqa: E402
+from bench_knn_all_methods import DATA, knn_rows, train_ours  # noqa: E402
 from machine import describe, load  # noqa: E402
 
 from engine.data import ImageFolderDataset  # noqa: E402
 from engine.features import load_features  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "bf16_quality.json"
-
-
-def train_run(method: str, precision: str, seed: int, args, run_dir: Path) -> dict:
-    from engine.build import apply_method_defaults, train
-
-    cfg = apply_method_defaults(
-        {
-            "data": args.train,
-            "image_size": args.image_size,
-            "num_workers": args.workers,
-            "seed": seed,
-            "precision": precision,
-            "max_steps": args.steps,
-            "batch_size": args.batch_size,
-            "log_every": 10,
-            "checkpoint_every": 10**9,
-            "run_dir": str(run_dir),
-        },
-        {},
-        method,
-    )
-    t0 = time.perf_counter()
-    out = train(cfg)
-    return {"steps": out["step"], "s_per_step": (time.perf_counter() - t0) / max(out["step"], 1),
-            "final_loss": out["losses"].get("loss")}  # fmt: skip
 
 
 def verdict(rows: dict[str, dict], key: str = "knn200") -> dict:
@@ -80,7 +55,10 @@ def main() -> int:
     ap.add_argument("--val", default=str(DATA / "val"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0, help="the first seed (the second is seed + 1)")
+    ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=str(OUT))
+    ap.set_defaults(budget_minutes=0.0)  # bench_knn_all_methods.train_ours: steps, not time
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", UserWarning)
@@ -96,8 +74,11 @@ def main() -> int:
     runs = Path(tempfile.mkdtemp(prefix="bf16-quality-"))
     for precision, seed in (("fp32", 0), ("fp32", 1), ("bf16", 0)):
         name = f"{precision} seed {seed}"
+        seed += args.seed
         run = runs / name.replace(" ", "_")
-        stats = train_run(args.method, precision, seed, args, run)
+        stats = train_ours(
+            args.method, args, run, seed=seed, precision=precision, max_steps=args.steps,
+        )  # fmt: skip
         # features in the run's own precision: what a user of a bf16 run gets
         stats.update(knn_rows(load_features(run, "global", precision=precision), train, val))
         rows[name] = stats

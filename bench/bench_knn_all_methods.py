@@ -89,7 +89,9 @@ def held_out_bits(run: Path, val) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------- training
-def train_ours(name: str, args, run_dir: Path) -> dict:
+def train_ours(name: str, args, run_dir: Path, **values) -> dict:
+    """Train with the method's registered defaults; `values` override the TrainConfig fields
+    set here (bench_bf16_quality: a step count and a precision instead of a time budget)."""
     from engine.build import apply_method_defaults, train
 
     cfg = apply_method_defaults(
@@ -104,13 +106,14 @@ def train_ours(name: str, args, run_dir: Path) -> dict:
             "checkpoint_every": 10**9,
             "run_dir": str(run_dir),
             **({"batch_size": args.batch_size} if args.batch_size else {}),
+            **values,
         },
         {},
         name,
     )
     t0 = time.perf_counter()
     out = train(cfg)
-    plan = out.get("plan", {})
+    plan = out.get("plan", {"s_per_step": (time.perf_counter() - t0) / max(out["step"], 1)})
     return {
         "backbone": cfg.backbone,
         "batch_size": cfg.batch_size,
