@@ -415,14 +415,14 @@ def test_budget_run_stopped_and_resumed_equals_the_plain_planned_run(tmp_path, o
     cfg = _budget_cfg(2.0)
     cfg.optim.warmup_epochs = 0.0  # the same warm-up with and without a budget
 
-    def stop_at_7(event):
-        if event["type"] == "step" and event["step"] == 7:
+    def stop_at_3(event):  # before the first re-plan (step >= 5), which would change the total
+        if event["type"] == "step" and event["step"] == 3:
             trainer.stop_requested = True
 
     cfg.log_every = 1
     torch.manual_seed(0)
-    trainer = Trainer(cfg, _TinyEMA(sleep=0.005), _Noise(), tmp_path / "a", callbacks=(stop_at_7,))
-    assert trainer.fit()["stopped"] and trainer.step == 7
+    trainer = Trainer(cfg, _TinyEMA(sleep=0.005), _Noise(), tmp_path / "a", callbacks=(stop_at_3,))
+    assert trainer.fit()["stopped"] and trainer.step == 3
     n = trainer.total_steps
     time.sleep(2.5)  # past the original deadline: a resumed run still finishes its plan
     cfg_a = RunDir(tmp_path / "a").config()
