@@ -367,7 +367,7 @@ def test_time_budget_plans_the_schedule_and_ends_on_time(tmp_path, one_thread):
         assert 0.8 * n <= done["step"] < n and steps[-1]["lr"] > 0.1 * peak
     else:  # the plan held: the schedule ran to its end
         assert done["step"] == n and steps[-1]["step"] == n
-        assert steps[-1]["lr"] == lr_at(n - 1, n, plan["warmup_steps"], peak, 0.1)
+        assert steps[-1]["lr"] == lr_at(n - 1, n, final["warmup_steps"], peak, 0.1)
         assert abs(steps[-1]["lr"] - 0.1 * peak) < 3e-3 * peak  # the cosine floor
         assert method.momentum == 1.0  # the EMA schedule ended too
     config = json.loads((tmp_path / "run" / "config.json").read_text())
