@@ -81,15 +81,27 @@ def read_rows(emb: np.ndarray, rows: np.ndarray) -> np.ndarray:
     fd = os.open(emb.filename, os.O_RDONLY)
     try:
 
-        def read(i: int) -> None:
-            data = os.pread(fd, row_bytes, emb.offset + int(rows[i]) * row_bytes)
-            out[i] = np.frombuffer(data, dtype=emb.dtype)
+        def read(part: np.ndarray) -> None:  # one task per slice: no per-row dispatch cost
+            for i in part:
+                data = os.pread(fd, row_bytes, emb.offset + int(rows[i]) * row_bytes)
+                out[i] = np.frombuffer(data, dtype=emb.dtype)
 
-        with ThreadPoolExecutor(PARALLEL_READS) as pool:
-            list(pool.map(read, range(len(rows))))
+        list(_reader_pool().map(read, np.array_split(np.arange(len(rows)), PARALLEL_READS)))
     finally:
         os.close(fd)
     return out
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _reader_pool() -> ThreadPoolExecutor:
+    """One pool for the process: starting 32 threads per query would cost more than the reads
+    when the rows are already in the page cache (1M vectors)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(PARALLEL_READS, thread_name_prefix="search-read")
+    return _POOL
 
 
 def _whole_file_map(emb: np.ndarray) -> bool:
