@@ -35,7 +35,7 @@ def run_demo(
     )
     from engine.evaluation.knn import knn_accuracy
     from engine.evaluation.linear import linear_probe_accuracy
-    from engine.features import FeatureExtractor, export_backbone, load_feature_extractor
+    from engine.features import export_backbone, load_feature_extractor, random_init_features
     from engine.sample import ensure_sample
 
     load_all()
@@ -68,12 +68,7 @@ def run_demo(
 
     _section("2. How good are the features? (kNN and linear probe on the sample's val split)")
     trained = load_feature_extractor(run_dir)
-    import torch
-
-    from engine.backbones import build_backbone
-
-    torch.manual_seed(0)
-    random_init = FeatureExtractor(build_backbone("resnet18", 32), source="random init")
+    random_init = random_init_features(run_dir, seed=0)  # the run's own network, untrained
     splits = labelled_splits(str(train_dir), str(val_dir), 32)
     rows = []
     for name, ex in (("simclr", trained), ("random init", random_init)):

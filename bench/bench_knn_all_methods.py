@@ -106,6 +106,7 @@ def train_ours(name: str, args, run_dir: Path, **values) -> dict:
             "checkpoint_every": 10**9,
             "run_dir": str(run_dir),
             **({"batch_size": args.batch_size} if args.batch_size else {}),
+            **({"backbone": args.backbone} if args.backbone else {}),
             **values,
         },
         {},
@@ -141,7 +142,7 @@ def train_lightly_simclr(args, train) -> tuple[torch.nn.Module, dict]:
     t_start = time.perf_counter()
     torch.manual_seed(args.seed)
     batch = args.batch_size or 256
-    backbone = build_backbone("resnet18", args.image_size)
+    backbone = build_backbone(args.backbone or "resnet18", args.image_size)
     model = torch.nn.ModuleDict(
         {"backbone": backbone, "head": SimCLRProjectionHead(backbone.embed_dim, 512, 128)}
     )
@@ -190,7 +191,7 @@ def train_lightly_simclr(args, train) -> tuple[torch.nn.Module, dict]:
         loss = step(next(it)[0])
         sched.step()
     return backbone.eval(), {
-        "backbone": "resnet18",
+        "backbone": backbone.arch["name"],
         "batch_size": batch,
         "steps": steps,
         "planned_steps": steps,
@@ -259,6 +260,7 @@ def main() -> int:
     ap.add_argument("--val", default=str(DATA / "val"))
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=0, help="0 = the method's default")
+    ap.add_argument("--backbone", default="", help="'' = the method's default (e.g. resnet18_w32)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1, help="DataLoader decoding workers")
     ap.add_argument("--seed", type=int, default=0)

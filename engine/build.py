@@ -26,6 +26,8 @@ def apply_method_defaults(
             t[k] = v
         elif k in optim_fields and k not in o:
             o[k] = v
+    if "backbone" not in train_values and not train_values.get("init_from"):
+        t["backbone"] = spec.default_backbone(t.get("image_size", TrainConfig.image_size))
     t["method"] = method
     cfg = TrainConfig(**{k: v for k, v in t.items() if k != "optim"}, optim=OptimConfig(**o))
     m = make_config(spec.config_cls, cfg.method_args)  # validate early, valid names listed

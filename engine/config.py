@@ -35,7 +35,9 @@ class TrainConfig:
     data: str = opt("", "image folder, video folder or caption file")
     method: str = opt("simclr", "method name (see `selfsup methods`)")
     backbone: str = opt(
-        "resnet18", "resnet18 | resnet50 | vit_tiny | vit_small | vit_base [_p8|_p16]"
+        "resnet18",
+        "resnet18 | resnet18_w32 (half width, a quarter of the FLOPs) | resnet50 | vit_tiny | "
+        "vit_small | vit_base [_p8|_p16]",
     )
     image_size: int = opt(32, "training crop size in pixels")
     init_from: str = opt(

@@ -22,6 +22,9 @@ FEATURE_KINDS = {
 BACKBONE_KINDS = ("global", "dense")  # what any backbone gives (exports, named models)
 
 
+NARROW_MAX_SIZE = 32  # images at or below this size train a method's small-image backbone
+
+
 @dataclass
 class MethodSpec:
     name: str
@@ -39,6 +42,15 @@ class MethodSpec:
     features: Callable[[Any, str, Any], Any] | None = None
     # The method option that names the model when it is not `backbone` (CLIP's `model`).
     backbone_option: str = ""
+
+    def default_backbone(self, image_size: int) -> str:
+        """The backbone trained when the user names none: the paper's, or `small_image_backbone`
+        (the two-view ResNet methods: resnet18_w32) at <= 32 px, where a CPU budget buys more
+        from epochs than from width (docs/benchmarks.md, kNN at a short budget)."""
+        small = self.defaults.get("small_image_backbone")
+        if small and image_size <= NARROW_MAX_SIZE:
+            return str(small)
+        return str(self.defaults.get("backbone", "resnet18"))
 
 
 _METHODS: dict[str, MethodSpec] = {}

@@ -11,7 +11,8 @@ from engine.backbones.splitbrain import SplitBrainBackbone
 from engine.backbones.vit import VIT_SIZES, ViT, default_patch_size
 from engine.errors import UserError
 
-BACKBONES = ["resnet18", "resnet50"] + [f"vit_{s}" for s in VIT_SIZES]
+BACKBONES = ["resnet18", "resnet18_w32", "resnet50"] + [f"vit_{s}" for s in VIT_SIZES]
+_RESNET_RE = re.compile(r"^resnet(18|50)(?:_w(\d+))?$")  # resnet18_w32: stage widths 32..256
 _VIT_RE = re.compile(r"^vit_(tiny|small|base)(?:_p(\d+))?$")
 
 
@@ -20,12 +21,14 @@ def build_backbone(name: str, image_size: int = 224, **kwargs) -> nn.Module:
     the [MASK] embedding), drop_path, pos_embed ("learned" | "sincos" | "sincos_rows"), init
     ("default" | "mae" | "mocov3"), heads, layerscale, registers, interpolation ("size" |
     "dino" | "antialias"), global_pool ("cls" | "avg") for ViTs (see engine/backbones/vit.py). Options of the other family are ignored."""
-    if name in ("resnet18", "resnet50"):
+    m = _RESNET_RE.match(name)
+    if m:
         return ResNetBackbone(
-            int(name[6:]),
+            int(m.group(1)),
             image_size=image_size,
             small_stem=kwargs.get("small_stem"),
             output_stride=kwargs.get("output_stride"),
+            width=int(m.group(2) or 64),
         )
     if name in (
         "splitbrain_resnet18",

@@ -12,7 +12,7 @@ from engine import augment
 from engine.config import opt
 from engine.heads import mlp
 from engine.losses import barlow_twins_loss
-from engine.methods.base import RESNET_SGD, Method
+from engine.methods.base import TWO_VIEW_RESNET, Method
 
 
 @dataclass
@@ -27,7 +27,7 @@ class BarlowTwins(Method):
 
     # family: grouped with the two-view joint-embedding methods
     method_name, family, config_cls = "barlow_twins", "contrastive", BarlowTwinsConfig
-    defaults = RESNET_SGD | {"lr": 0.1, "weight_decay": 5e-4}
+    defaults = TWO_VIEW_RESNET | {"lr": 0.1, "weight_decay": 5e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: BarlowTwinsConfig):
         super().__init__(backbone, cfg)

@@ -13,7 +13,7 @@ from engine.config import opt
 from engine.heads import mlp
 from engine.losses import byol_loss
 from engine.methods.base import (
-    RESNET_SGD,
+    TWO_VIEW_RESNET,
     Method,
     ema_follow,
     frozen_copy,
@@ -34,7 +34,7 @@ class BYOL(Method):
     """BYOL: online network predicts an EMA target's projection of another view, no negatives"""
 
     method_name, family, config_cls = "byol", "distillation", BYOLConfig
-    defaults = RESNET_SGD | {"lr": 0.1, "weight_decay": 5e-4}
+    defaults = TWO_VIEW_RESNET | {"lr": 0.1, "weight_decay": 5e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: BYOLConfig):
         super().__init__(backbone, cfg)

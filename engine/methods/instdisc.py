@@ -21,7 +21,7 @@ from engine.config import opt
 from engine.distributed import all_reduce_mean, gather_no_grad
 from engine.errors import UserError
 from engine.losses import fp32
-from engine.methods.base import RESNET_SGD, Method
+from engine.methods.base import TWO_VIEW_RESNET, Method
 
 
 @dataclass
@@ -60,7 +60,7 @@ class InstDisc(Method):
 
     method_name, family, config_cls = "instdisc", "contrastive", InstDiscConfig
     # paper: SGD lr 0.03 at batch 256, momentum 0.9, weight decay 5e-4
-    defaults = RESNET_SGD | {"lr": 0.03, "weight_decay": 5e-4}
+    defaults = TWO_VIEW_RESNET | {"lr": 0.03, "weight_decay": 5e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: InstDiscConfig):
         super().__init__(backbone, cfg)

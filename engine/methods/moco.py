@@ -30,7 +30,7 @@ from engine.distributed import gather_no_grad, rank, world_size
 from engine.heads import mlp
 from engine.losses import info_nce
 from engine.methods.base import (
-    RESNET_SGD,
+    TWO_VIEW_RESNET,
     VIT_ADAMW,
     Method,
     ema_follow,
@@ -69,7 +69,7 @@ class MoCoV2(Method):
     """MoCo v2: query vs momentum-encoder key, with a queue of past keys as negatives"""
 
     method_name, family, config_cls = "moco_v2", "contrastive", MoCoV2Config
-    defaults = RESNET_SGD | {"lr": 0.06, "weight_decay": 5e-4}
+    defaults = TWO_VIEW_RESNET | {"lr": 0.06, "weight_decay": 5e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: MoCoV2Config):
         super().__init__(backbone, cfg)

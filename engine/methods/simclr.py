@@ -10,7 +10,7 @@ from engine import augment
 from engine.config import opt
 from engine.heads import mlp
 from engine.losses import nt_xent
-from engine.methods.base import RESNET_SGD, Method
+from engine.methods.base import TWO_VIEW_RESNET, Method
 
 
 @dataclass
@@ -24,7 +24,7 @@ class SimCLR(Method):
     """SimCLR: contrast two augmented views against all others in the batch (NT-Xent)"""
 
     method_name, family, config_cls = "simclr", "contrastive", SimCLRConfig
-    defaults = RESNET_SGD | {"lr": 0.06, "weight_decay": 5e-4}
+    defaults = TWO_VIEW_RESNET | {"lr": 0.06, "weight_decay": 5e-4}
 
     def __init__(self, backbone: torch.nn.Module, image_size: int, cfg: SimCLRConfig):
         super().__init__(backbone, cfg)

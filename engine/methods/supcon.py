@@ -14,7 +14,7 @@ from engine.distributed import all_reduce_mean
 from engine.errors import UserError
 from engine.heads import mlp
 from engine.losses import supcon_loss
-from engine.methods.base import RESNET_SGD, Method
+from engine.methods.base import TWO_VIEW_RESNET, Method
 
 
 @dataclass
@@ -30,7 +30,7 @@ class SupCon(Method):
     """SupCon: supervised contrastive, all images of the same class are positives (needs labels)"""
 
     method_name, family, config_cls = "supcon", "contrastive", SupConConfig
-    defaults = RESNET_SGD | {"lr": 0.125, "weight_decay": 1e-4}
+    defaults = TWO_VIEW_RESNET | {"lr": 0.125, "weight_decay": 1e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: SupConConfig, data: str = ""):
         super().__init__()

@@ -83,7 +83,7 @@ def test_command_line_for_a_method_with_options(shapes, tmp_path):
     s = session()
     root = tmp_path / "runs"
     changed = [("max_steps", 2), ("lr", 0.1), ("temperature", 0.2), ("deterministic", True)]
-    args, run = s.command(str(shapes), root, "a", s.default_backbone, changed)
+    args, run = s.command(str(shapes), root, "a", s.default_backbone(), changed)
     assert run == root / "a"
     assert args == [
         "train", "--data", str(shapes), "--method", "simclr", "--run-dir", str(root / "a"),
@@ -93,10 +93,16 @@ def test_command_line_for_a_method_with_options(shapes, tmp_path):
     args, run = s.command(str(shapes), root, "", "vit_tiny_p8", [])
     assert args[-2:] == ["--backbone", "vit_tiny_p8"]
     assert run.parent == root and re.fullmatch(r"simclr-\d{8}-\d{6}", run.name)
+    # the default follows the image size (half-width ResNet-18 at <= 32 px): no flag for it
+    assert (s.default_backbone(32), s.default_backbone(64)) == ("resnet18_w32", "resnet18")
+    args, _ = s.command(str(shapes), root, "b", "resnet18", [("image_size", 64)])
+    assert "--backbone" not in args and args[-2:] == ["--image-size", "64"]
+    args, _ = s.command(str(shapes), root, "c", "resnet18", [])
+    assert args[-2:] == ["--backbone", "resnet18"]
     with pytest.raises(UserError, match="choose the training data first"):
-        s.command("", root, "a", s.default_backbone, [])
+        s.command("", root, "a", s.default_backbone(), [])
     with pytest.raises(UserError, match="no such folder or file"):
-        s.command(str(tmp_path / "nope"), root, "a", s.default_backbone, [])
+        s.command(str(tmp_path / "nope"), root, "a", s.default_backbone(), [])
 
 
 def test_method_view_follows_the_registry():
@@ -108,7 +114,7 @@ def test_method_view_follows_the_registry():
     clip = s.set_method("clip")
     assert s.description().endswith("(data: captions)")
     assert (s.data_input().recent, s.data_input().mode) == ("captions", "any")
-    assert s.default_backbone == str(clip.defaults.get("backbone", TrainConfig.backbone))
+    assert s.default_backbone() == str(clip.defaults.get("backbone", TrainConfig.backbone))
     fields = {"lr": None, "epochs": None}
     assert s.defaults(fields) == {k: v for k, v in clip.defaults.items() if k in fields}
     assert shows_in_log("step 3 loss 1.2") and not shows_in_log(" 45%|####   | 9/20")
@@ -117,7 +123,7 @@ def test_method_view_follows_the_registry():
 def test_finished_run_reads_done_and_its_folder_is_refused(finished_run):
     s = session()
     with pytest.raises(UserError, match="already holds a run; resume it with --resume"):
-        s.command(str(finished_run), finished_run.parent, "tiny", s.default_backbone, [])
+        s.command(str(finished_run), finished_run.parent, "tiny", s.default_backbone(), [])
     s.watch(finished_run)
     assert s.status() == "done" and s.curves.step == 2 and len(s.curves.losses["loss"]) == 2
     m = s.monitor()

@@ -135,6 +135,7 @@ class TrainPage(Page):
         t_box = QGroupBox("3 · Training")
         tl = QVBoxLayout(t_box)
         self.train_form = DataclassForm(TrainConfig, skip=TRAIN_SKIP)
+        self.train_form.changed.connect(self._train_form_changed)
         tl.addWidget(self.train_form)
         bl.addWidget(t_box)
         o_box = QGroupBox("Optimiser")
@@ -371,7 +372,8 @@ class TrainPage(Page):
         self.method_desc.setText(self.session.description())
         self.train_form.set_defaults(self.session.defaults(self.train_form.widgets))
         self.optim_form.set_defaults(self.session.defaults(self.optim_form.widgets))
-        self.backbone_combo.setCurrentText(self.session.default_backbone)
+        self._shown_backbone = self.session.default_backbone(self._image_size())
+        self.backbone_combo.setCurrentText(self._shown_backbone)
         if self.method_form is not None:
             self.method_box_layout.removeWidget(self.method_form)
             self.method_form.deleteLater()
@@ -384,6 +386,20 @@ class TrainPage(Page):
         picker.kind, picker.mode, picker.file_filter = data.recent, data.mode, data.file_filter
         picker.combo.lineEdit().setPlaceholderText(data.placeholder)
         picker.refresh_recent()
+
+    def _image_size(self) -> int:
+        w = self.train_form.widgets.get("image_size")
+        return int(w.value()) if w is not None else TrainConfig.image_size
+
+    def _train_form_changed(self) -> None:
+        """Follow the default backbone as the image size moves across 32 px (resnet18_w32 at
+        or below for the two-view ResNet methods), unless the user picked another one."""
+        if self.session.spec is None or not hasattr(self, "_shown_backbone"):
+            return
+        default = self.session.default_backbone(self._image_size())
+        if self.backbone_combo.currentText() == self._shown_backbone != default:
+            self.backbone_combo.setCurrentText(default)
+        self._shown_backbone = default
 
     def _root(self) -> Path:
         return Path(self.runs_root.text().strip() or default_runs_root()).expanduser()

@@ -112,9 +112,9 @@ class TrainSession:
         """The method's overrides of these form fields (its paper's lr, batch size, ...)."""
         return {k: v for k, v in self.spec.defaults.items() if k in fields}
 
-    @property
-    def default_backbone(self) -> str:
-        return str(self.spec.defaults.get("backbone", TrainConfig.backbone))
+    def default_backbone(self, image_size: int = TrainConfig.image_size) -> str:
+        """What `selfsup train` picks at this image size when no --backbone is given."""
+        return self.spec.default_backbone(image_size)
 
     def data_input(self) -> DataInput:
         if self.spec.data == "captions":
@@ -146,7 +146,8 @@ class TrainSession:
         run.check_new()
         args = ["train", "--data", str(Path(data).expanduser()), "--method", method]
         args += ["--run-dir", str(run.path)]
-        if backbone != self.default_backbone:
+        image_size = dict(changed).get("image_size", TrainConfig.image_size)
+        if backbone != self.default_backbone(image_size):
             args += ["--backbone", backbone]
         for k, v in changed:
             args += ["--" + k.replace("_", "-"), flag_value(v)]
