@@ -112,6 +112,7 @@ def test_train_with_a_time_budget(capsys, shapes_dir, tmp_path):
     )  # fmt: skip
     assert code == 0, err
     assert "time budget 0.1 min: planned" in out  # the timing test is in test_trainer.py
+    assert "backbone resnet18_w32: simclr's default at <= 32 px" in out  # said, not hidden
     events = read_events(run_dir)
     plans = [e for e in events if e["type"] in ("plan", "replan")]  # re-plans follow the pace
     assert [e["type"] for e in plans].count("plan") == 1 and plans[0]["type"] == "plan"
