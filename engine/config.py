@@ -25,6 +25,9 @@ class OptimConfig:
     lr: float = opt(0.06, "base learning rate for batch 256 (scaled linearly)")
     weight_decay: float = opt(5e-4, "weight decay (not on biases and norms)")
     momentum: float = opt(0.9, "SGD / LARS momentum")
+    lars_trust: float = opt(
+        1e-3, "LARS trust coefficient: step = lr x trust x |w| / |g| (paper 1e-3; CIFAR 0.02)"
+    )
     warmup_epochs: float = opt(1.0, "linear warm-up length in epochs")
     min_lr_ratio: float = opt(0.0, "final lr as a fraction of peak (cosine)")
     clip_grad: float = opt(0.0, "max gradient norm, 0 = off")

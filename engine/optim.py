@@ -102,7 +102,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.opti
         # (0.9, 0.999) as DINO, iBOT and MoCo v3; a model may ask for others (MAE: 0.95)
         return torch.optim.AdamW(groups, lr=lr, betas=getattr(model, "adam_betas", (0.9, 0.999)))
     if cfg.optimizer == "lars":
-        return LARS(groups, lr=lr, momentum=cfg.momentum)
+        return LARS(groups, lr=lr, momentum=cfg.momentum, trust_coef=cfg.lars_trust)
     raise UserError(f"unknown optimizer '{cfg.optimizer}'; choose one of: sgd, adamw, lars")
 
 
