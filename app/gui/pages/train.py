@@ -76,6 +76,7 @@ class TrainPage(Page):
         self.session = TrainSession(self.job.is_running)
         self.session.watching.connect(self._clear_plots)
         self.method_form: DataclassForm | None = None
+        self._shown_backbone = ""  # the default the picker shows; "" before a method is chosen
         self.knn = self.session.knn
         self.knn.changed.connect(self._render_knn)
         self.knn_job = CliJob(self)
@@ -394,7 +395,7 @@ class TrainPage(Page):
     def _train_form_changed(self) -> None:
         """Follow the default backbone as the image size moves across 32 px (resnet18_w32 at
         or below for the two-view ResNet methods), unless the user picked another one."""
-        if self.session.spec is None or not hasattr(self, "_shown_backbone"):
+        if not self._shown_backbone:
             return
         default = self.session.default_backbone(self._image_size())
         if self.backbone_combo.currentText() == self._shown_backbone != default:
