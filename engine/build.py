@@ -21,13 +21,18 @@ def apply_method_defaults(
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     optim_fields = {f.name for f in dataclasses.fields(OptimConfig)}
     t, o = dict(train_values), dict(optim_values)
-    for k, v in spec.defaults.items():
-        if k in train_fields and k not in t:
+    named = train_values.get("backbone") or train_values.get("init_from")
+    size = t.get("image_size", spec.defaults.get("image_size", TrainConfig.image_size))
+    backbone = t.get("backbone") or ("" if named else spec.default_backbone(size))
+    for k, v in spec.recipe(backbone).items():
+        if k == "method_args":
+            t["method_args"] = {**v, **t.get("method_args", {})}
+        elif k in train_fields and k not in t:
             t[k] = v
         elif k in optim_fields and k not in o:
             o[k] = v
-    if "backbone" not in train_values and not train_values.get("init_from"):
-        t["backbone"] = spec.default_backbone(t.get("image_size", TrainConfig.image_size))
+    if not named:
+        t["backbone"] = backbone
     t["method"] = method
     cfg = TrainConfig(**{k: v for k, v in t.items() if k != "optim"}, optim=OptimConfig(**o))
     m = make_config(spec.config_cls, cfg.method_args)  # validate early, valid names listed

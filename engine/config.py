@@ -28,6 +28,11 @@ class OptimConfig:
     lars_trust: float = opt(
         1e-3, "LARS trust coefficient: step = lr x trust x |w| / |g| (paper 1e-3; CIFAR 0.02)"
     )
+    lars_clip: bool = opt(
+        False,
+        "LARS: cap each tensor's rate at the scheduled lr, step = min(lr, trust x |w| / |g|) "
+        "(solo-learn's clip_lr, used by its CIFAR recipes)",
+    )
     warmup_epochs: float = opt(1.0, "linear warm-up length in epochs")
     min_lr_ratio: float = opt(0.0, "final lr as a fraction of peak (cosine)")
     clip_grad: float = opt(0.0, "max gradient norm, 0 = off")

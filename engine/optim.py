@@ -14,7 +14,8 @@ from engine.errors import UserError
 class LARS(torch.optim.Optimizer):
     """Layer-wise adaptive rate scaling (You et al. 2017) as used by SimCLR/BYOL/Barlow Twins:
     SGD with momentum whose step is scaled by trust_coef * ||w|| / ||g + wd w|| per tensor.
-    Groups with `lars_exclude=True` (biases, norms) get plain SGD without weight decay."""
+    Groups with `lars_exclude=True` (biases, norms) get plain SGD without weight decay. With
+    `clip` the scaled rate is capped at the scheduled lr instead (solo-learn's clip_lr)."""
 
     def __init__(
         self,
@@ -23,6 +24,7 @@ class LARS(torch.optim.Optimizer):
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         trust_coef: float = 1e-3,
+        clip: bool = False,
     ):
         super().__init__(
             params,
@@ -31,6 +33,7 @@ class LARS(torch.optim.Optimizer):
                 momentum=momentum,
                 weight_decay=weight_decay,
                 trust_coef=trust_coef,
+                clip=clip,
                 lars_exclude=False,
             ),
         )
@@ -51,6 +54,8 @@ class LARS(torch.optim.Optimizer):
                         g["trust_coef"] * w_norm / d_norm,
                         torch.ones_like(w_norm),
                     )
+                    if g["clip"]:  # step = min(lr, trust) x d rather than lr x trust x d
+                        trust = (trust / max(g["lr"], 1e-12)).clamp(max=1.0)
                     d = d.mul(trust)
                 buf = self.state[p].get("momentum_buffer")
                 if buf is None:
@@ -102,7 +107,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.opti
         # (0.9, 0.999) as DINO, iBOT and MoCo v3; a model may ask for others (MAE: 0.95)
         return torch.optim.AdamW(groups, lr=lr, betas=getattr(model, "adam_betas", (0.9, 0.999)))
     if cfg.optimizer == "lars":
-        return LARS(groups, lr=lr, momentum=cfg.momentum, trust_coef=cfg.lars_trust)
+        return LARS(
+            groups, lr=lr, momentum=cfg.momentum, trust_coef=cfg.lars_trust, clip=cfg.lars_clip
+        )
     raise UserError(f"unknown optimizer '{cfg.optimizer}'; choose one of: sgd, adamw, lars")
 
 

@@ -43,14 +43,30 @@ class MethodSpec:
     # The method option that names the model when it is not `backbone` (CLIP's `model`).
     backbone_option: str = ""
 
+    @property
+    def small_image_backbone(self) -> str:
+        """The backbone trained on images of NARROW_MAX_SIZE px or less ("" = the paper's)."""
+        return str(self.defaults.get("small_image", {}).get("backbone", ""))
+
     def default_backbone(self, image_size: int) -> str:
-        """The backbone trained when the user names none: the paper's, or `small_image_backbone`
-        (the two-view ResNet methods: resnet18_w32) at <= 32 px, where a CPU budget buys more
-        from epochs than from width (docs/benchmarks.md, kNN at a short budget)."""
-        small = self.defaults.get("small_image_backbone")
-        if small and image_size <= NARROW_MAX_SIZE:
-            return str(small)
+        """The backbone trained when the user names none: the paper's, or the small-image one
+        (resnet18_w32 for the two-view ResNet methods, DINO and MoCo v3) at <= 32 px, where a
+        CPU budget buys more from epochs than from width (docs/benchmarks.md)."""
+        if self.small_image_backbone and image_size <= NARROW_MAX_SIZE:
+            return self.small_image_backbone
         return str(self.defaults.get("backbone", "resnet18"))
+
+    def recipe(self, backbone: str) -> dict[str, Any]:
+        """The method's defaults for a run of this backbone: the paper's, with the small-image
+        recipe (`defaults["small_image"]`: optimiser values and `method_args`) over them when
+        the backbone is the small-image one, e.g. DINO's ResNet recipe on resnet18_w32."""
+        base = {k: v for k, v in self.defaults.items() if k != "small_image"}
+        small = self.defaults.get("small_image", {})
+        if not small or backbone != small.get("backbone"):
+            return base
+        over = {k: v for k, v in small.items() if k != "backbone"}
+        args = {**base.get("method_args", {}), **over.pop("method_args", {})}
+        return base | over | ({"method_args": args} if args else {})
 
 
 _METHODS: dict[str, MethodSpec] = {}

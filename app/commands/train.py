@@ -61,11 +61,11 @@ def run(args: argparse.Namespace) -> int:
         )
         cfg = apply_method_defaults(train_values, collect_dataclass_args(args, OptimConfig), method)
         paper = spec.defaults.get("backbone")
-        small = spec.defaults.get("small_image_backbone")
+        small = spec.small_image_backbone
         if "backbone" not in train_values and not cfg.init_from and cfg.backbone == small:
             print(
-                f"backbone {cfg.backbone}: {method}'s default at <= 32 px (a quarter of "
-                f"{paper}'s FLOPs: more epochs in a CPU budget); --backbone {paper} for the paper's"
+                f"backbone {cfg.backbone}: {method}'s default at <= 32 px, with its small-image "
+                f"recipe (more epochs in a CPU budget); --backbone {paper} for the paper's"
             )
         summary = train(cfg)
     if summary.get("stopped"):

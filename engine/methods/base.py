@@ -21,10 +21,13 @@ RESNET_SGD = {"backbone": "resnet18", "optimizer": "sgd"}
 RESNET_ADAMW = {"backbone": "resnet18", "optimizer": "adamw"}
 VIT_ADAMW = {"backbone": "vit_tiny", "optimizer": "adamw"}
 # The two-view ResNet methods train a half-width ResNet-18 on images of 32 px or less unless the
-# user names a backbone (engine.build.default_backbone): a quarter of the FLOPs buys 3.7x the
+# user names a backbone (MethodSpec.default_backbone): a quarter of the FLOPs buys 3.7x the
 # epochs of a CPU budget, and 15 minutes of SimCLR reach kNN 0.393 instead of 0.351
 # (docs/benchmarks.md).
-TWO_VIEW_RESNET = RESNET_SGD | {"small_image_backbone": "resnet18_w32"}
+TWO_VIEW_RESNET = RESNET_SGD | {"small_image": {"backbone": "resnet18_w32"}}
+# solo-learn's CIFAR ResNet-18 recipes (scripts/pretrain/cifar/*.yaml): LARS with trust 0.02,
+# biases and norms excluded, each tensor's rate capped at the scheduled lr (clip_lr).
+CIFAR_LARS = {"optimizer": "lars", "lars_trust": 0.02, "lars_clip": True}
 
 
 class Method(nn.Module):

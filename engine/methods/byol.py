@@ -13,6 +13,7 @@ from engine.config import opt
 from engine.heads import mlp
 from engine.losses import byol_loss
 from engine.methods.base import (
+    CIFAR_LARS,
     TWO_VIEW_RESNET,
     Method,
     ema_follow,
@@ -34,7 +35,9 @@ class BYOL(Method):
     """BYOL: online network predicts an EMA target's projection of another view, no negatives"""
 
     method_name, family, config_cls = "byol", "distillation", BYOLConfig
-    defaults = TWO_VIEW_RESNET | {"lr": 0.1, "weight_decay": 5e-4}
+    # LARS as in the paper; lr, wd and trust of solo-learn's ResNet-18 recipe (CIFAR and
+    # ImageNet-100): plain SGD (lr 0.1) reached only +1.4 kNN points in 15 CPU minutes.
+    defaults = TWO_VIEW_RESNET | CIFAR_LARS | {"lr": 1.0, "weight_decay": 1e-5}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: BYOLConfig):
         super().__init__(backbone, cfg)

@@ -30,6 +30,7 @@ from engine.distributed import gather_no_grad, rank, world_size
 from engine.heads import mlp
 from engine.losses import info_nce
 from engine.methods.base import (
+    CIFAR_LARS,
     TWO_VIEW_RESNET,
     VIT_ADAMW,
     Method,
@@ -140,7 +141,15 @@ class MoCoV3(Method):
     """MoCo v3: ViT with predictor and momentum encoder, symmetric in-batch contrastive loss"""
 
     method_name, family, config_cls = "moco_v3", "contrastive", MoCoV3Config
-    defaults = VIT_ADAMW | {"lr": 1.5e-4, "weight_decay": 0.1}
+    # At <= 32 px a half-width ResNet-18 with solo-learn's CIFAR MoCo v3 recipe (LARS lr 0.3,
+    # wd 1e-6, temperature 0.2): a ViT-tiny got 51 steps of 15 CPU minutes and +3.4 kNN points.
+    defaults = VIT_ADAMW | {
+        "lr": 1.5e-4, "weight_decay": 0.1,
+        "small_image": {
+            "backbone": "resnet18_w32", **CIFAR_LARS, "lr": 0.3, "weight_decay": 1e-6,
+            "method_args": {"temperature": 0.2},
+        },
+    }  # fmt: skip
     # ViT: fixed 2-D sin-cos position embedding and the reference code's initialisation
     backbone_kwargs = {"pos_embed": "sincos_rows", "init": "mocov3"}
 
