@@ -86,6 +86,42 @@ def test_method_option_changes_reach_the_cli(window):
     assert build_parser(args).parse_args(args).m_temperature == 0.2
 
 
+def test_forms_show_the_recipe_of_the_backbone_that_will_train(window):
+    """DINO trains resnet18_w32 with a LARS recipe at <= 32 px and its ViT with AdamW above;
+    the optimiser and method forms follow the backbone, and the command runs what they show."""
+    from app.cli import build_parser
+    from engine.build import apply_method_defaults
+    from engine.config import OptimConfig, TrainConfig, collect_dataclass_args
+
+    page = window.train_page
+    page.data_picker.set_path(str(SAMPLE_IMAGES / "train"), emit=False)
+    page.select_method("dino")
+    page.train_form.set_values({"image_size": 32})
+    shown = page.optim_form.values()
+    assert page.backbone_combo.currentText() == "resnet18_w32"
+    assert (shown["optimizer"], shown["lr"]) == ("lars", 0.3)
+    assert page.method_form.values()["out_dim"] == 4096
+    page.train_form.set_values({"image_size": 64})
+    assert page.backbone_combo.currentText() == "vit_tiny"
+    assert (page.optim_form.values()["optimizer"], page.method_form.values()["out_dim"]) == (
+        "adamw",
+        2048,
+    )
+    page.backbone_combo.setCurrentText("resnet18_w32")  # by hand at 64 px: its recipe again
+    assert page.optim_form.values()["optimizer"] == "lars"
+    args, _ = page.build_args()
+    assert "--backbone" in args and "--optimizer" not in args and "--out-dim" not in args
+    ns = build_parser(args).parse_args(args)
+    cfg = apply_method_defaults(
+        collect_dataclass_args(ns, TrainConfig), collect_dataclass_args(ns, OptimConfig), "dino"
+    )
+    assert (cfg.backbone, cfg.optim.optimizer, cfg.method_args["out_dim"]) == (
+        "resnet18_w32",
+        "lars",
+        4096,
+    )
+
+
 def test_event_tail_reads_only_complete_new_lines(tmp_path):
     from app.gui.runs import RunCurves
     from engine.events import EventTail

@@ -116,7 +116,9 @@ def test_method_view_follows_the_registry():
     assert (s.data_input().recent, s.data_input().mode) == ("captions", "any")
     assert s.default_backbone() == str(clip.defaults.get("backbone", TrainConfig.backbone))
     fields = {"lr": None, "epochs": None}
-    assert s.defaults(fields) == {k: v for k, v in clip.defaults.items() if k in fields}
+    assert s.defaults(fields, s.default_backbone()) == {
+        k: v for k, v in clip.defaults.items() if k in fields
+    }
     assert shows_in_log("step 3 loss 1.2") and not shows_in_log(" 45%|####   | 9/20")
 
 

@@ -55,9 +55,13 @@ def test_two_view_resnet_methods_train_the_half_width_net_on_small_images_only()
     def backbone(method: str, **values) -> str:
         return apply_method_defaults({"data": "x", **values}, {}, method).backbone
 
-    for method in ("simclr", "moco_v2", "byol", "barlow_twins", "supcon", "instdisc"):
+    two_view = ("simclr", "moco_v2", "byol", "barlow_twins", "supcon", "instdisc")
+    for method in two_view:
         assert backbone(method, image_size=32) == "resnet18_w32", method
         assert backbone(method, image_size=64) == "resnet18", method
     assert backbone("simclr", image_size=32, backbone="resnet18") == "resnet18"  # user's choice
     assert backbone("rotation", image_size=32) == "resnet18"  # not a two-view method
-    assert backbone("dino", image_size=32) == "vit_tiny"
+    for method in ("dino", "moco_v3"):  # their ResNet recipe at <= 32 px (test_recipes)
+        assert backbone(method, image_size=32) == "resnet18_w32", method
+        assert backbone(method, image_size=64) == "vit_tiny", method
+    assert backbone("mae", image_size=32) == "vit_tiny"  # masked image modelling needs a ViT

@@ -15,7 +15,7 @@ from engine.methods.dino import DINO, DINOConfig
 from engine.methods.ibot import IBOTConfig
 from engine.methods.mae import MAE, MAEConfig
 from engine.methods.moco import MoCoV3, MoCoV3Config
-from engine.optim import build_optimizer
+from engine.optim import LARS, build_optimizer
 from engine.registry import get_method
 
 
@@ -181,3 +181,81 @@ def test_barlow_twins_uses_lars_so_its_large_loss_cannot_blow_up_the_weights(sha
     assert _barlow_weight_growth(images, {}) < 1.5
     old_recipe = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4}
     assert _barlow_weight_growth(images, old_recipe) > 3
+
+
+def test_lars_clip_caps_each_tensors_rate_at_the_scheduled_lr():
+    """solo-learn's clip_lr: step = min(lr, trust x |w| / |g|) x g, not lr x trust x |w| / |g|."""
+
+    def first_step(clip: bool, lr: float) -> float:
+        w = torch.nn.Parameter(torch.full((4, 4), 1.0))  # |w| = 4
+        opt = LARS([w], lr=lr, trust_coef=0.02, clip=clip)
+        w.grad = torch.full((4, 4), 0.01)  # |g| = 0.04, so trust x |w| / |g| = 2.0
+        opt.step()
+        return (1.0 - w.detach()[0, 0].item()) / 0.01  # the rate the step used
+
+    assert first_step(False, 0.3) == pytest.approx(0.3 * 2.0, rel=1e-4)
+    assert first_step(True, 0.3) == pytest.approx(0.3, rel=1e-4)  # capped at the lr
+    assert first_step(True, 5.0) == pytest.approx(2.0, rel=1e-4)  # the trust rate when below it
+
+
+def test_dino_and_moco_v3_train_a_small_resnet_with_their_lars_recipe_at_32_px():
+    from engine.build import apply_method_defaults
+
+    dino = apply_method_defaults({"image_size": 32}, {}, "dino")
+    assert (dino.backbone, dino.optim.optimizer, dino.optim.lr) == ("resnet18_w32", "lars", 0.3)
+    assert dino.optim.lars_clip and dino.optim.clip_grad == 0.0
+    assert dino.method_args == {"out_dim": 4096, "ema_momentum": 0.99, "weight_decay_end": 1e-6}
+    vit = apply_method_defaults({"image_size": 64}, {}, "dino")  # the paper's ViT recipe
+    assert (vit.backbone, vit.optim.optimizer, vit.optim.lr, vit.method_args) == (
+        "vit_tiny",
+        "adamw",
+        5e-4,
+        {},
+    )
+    # the recipe follows the backbone: named at 64 px it applies, user values still win
+    named = apply_method_defaults(
+        {"image_size": 64, "backbone": "resnet18_w32", "method_args": {"out_dim": 512}},
+        {"lr": 0.1},
+        "dino",
+    )
+    assert (named.optim.optimizer, named.optim.lr, named.method_args["out_dim"]) == (
+        "lars",
+        0.1,
+        512,
+    )
+    assert named.method_args["ema_momentum"] == 0.99
+    assert (
+        apply_method_defaults(
+            {"image_size": 32, "backbone": "vit_tiny"}, {}, "dino"
+        ).optim.optimizer
+        == "adamw"
+    )
+    moco = apply_method_defaults({"image_size": 32}, {}, "moco_v3")
+    assert (moco.backbone, moco.optim.optimizer, moco.method_args) == (
+        "resnet18_w32",
+        "lars",
+        {"temperature": 0.2},
+    )
+    byol = get_method("byol").recipe("resnet18")  # LARS at every size, as in the paper
+    assert (byol["optimizer"], byol["lr"], byol["lars_trust"]) == ("lars", 1.0, 0.02)
+
+
+def test_dino_trains_a_resnet_with_multi_crop_and_its_teacher_follows(shapes_dir):
+    from engine.build import apply_method_defaults, build_method
+    from engine.media.images import load_images
+
+    cfg = apply_method_defaults(
+        {"image_size": 16, "method_args": {"out_dim": 64, "hidden_dim": 32}}, {}, "dino"
+    )
+    method = build_method(cfg)
+    assert method.backbone.embed_dim == 256  # resnet18_w32
+    images = load_images(sorted(shapes_dir.rglob("*.png"))[:8], 16)
+    out = method({"image": images})
+    assert torch.isfinite(out["loss"]) and out["loss"].item() > 0
+    out["loss"].backward()
+    before = next(method.teacher_backbone.parameters()).detach().clone()
+    with torch.no_grad():
+        for p in method.backbone.parameters():
+            p.add_(0.1)
+    method.on_step_end(1, 10)
+    assert not torch.equal(before, next(method.teacher_backbone.parameters()))

@@ -77,6 +77,7 @@ class TrainPage(Page):
         self.session.watching.connect(self._clear_plots)
         self.method_form: DataclassForm | None = None
         self._shown_backbone = ""  # the default the picker shows; "" before a method is chosen
+        self._recipe_backbone = ""  # the backbone whose recipe the optimiser form shows
         self.knn = self.session.knn
         self.knn.changed.connect(self._render_knn)
         self.knn_job = CliJob(self)
@@ -128,6 +129,7 @@ class TrainPage(Page):
         self.backbone_combo = QComboBox()
         self.backbone_combo.setEditable(True)
         self.backbone_combo.addItems(backbone_names())
+        self.backbone_combo.currentTextChanged.connect(self._backbone_changed)
         ml.addRow("method", self.method_combo)
         ml.addRow("", self.method_desc)
         ml.addRow("backbone", self.backbone_combo)
@@ -371,14 +373,15 @@ class TrainPage(Page):
             return
         spec = self.session.set_method(name)
         self.method_desc.setText(self.session.description())
-        self.train_form.set_defaults(self.session.defaults(self.train_form.widgets))
-        self.optim_form.set_defaults(self.session.defaults(self.optim_form.widgets))
-        self._shown_backbone = self.session.default_backbone(self._image_size())
-        self.backbone_combo.setCurrentText(self._shown_backbone)
+        backbone = self.session.default_backbone(self._image_size())
+        self.train_form.set_defaults(self.session.defaults(self.train_form.widgets, backbone))
         if self.method_form is not None:
             self.method_box_layout.removeWidget(self.method_form)
             self.method_form.deleteLater()
         self.method_form = DataclassForm(spec.config_cls)
+        self._shown_backbone = backbone
+        self._show_recipe(backbone)
+        self.backbone_combo.setCurrentText(backbone)
         self.method_box_layout.addWidget(self.method_form)
         self.method_box.setTitle(f"{spec.name} options")
         self.method_box.setVisible(bool(self.method_form.widgets))
@@ -401,6 +404,19 @@ class TrainPage(Page):
         if self.backbone_combo.currentText() == self._shown_backbone != default:
             self.backbone_combo.setCurrentText(default)
         self._shown_backbone = default
+
+    def _show_recipe(self, backbone: str) -> None:
+        """Optimiser and method defaults of the method's recipe for this backbone (DINO and
+        MoCo v3 train resnet18_w32 with a LARS recipe, their ViTs with AdamW)."""
+        self._recipe_backbone = backbone
+        self.optim_form.set_defaults(self.session.defaults(self.optim_form.widgets, backbone))
+        if self.method_form is not None:
+            self.method_form.set_defaults(self.session.method_defaults(backbone))
+
+    def _backbone_changed(self, backbone: str) -> None:
+        recipe = self.session.spec.recipe if self.session.spec else None
+        if recipe and recipe(backbone.strip()) != recipe(self._recipe_backbone):
+            self._show_recipe(backbone.strip())
 
     def _root(self) -> Path:
         return Path(self.runs_root.text().strip() or default_runs_root()).expanduser()

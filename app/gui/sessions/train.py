@@ -108,9 +108,14 @@ class TrainSession:
         s = self.spec
         return s.description + (f"  (data: {s.data})" if s.data != "images" else "")
 
-    def defaults(self, fields) -> dict[str, Any]:
-        """The method's overrides of these form fields (its paper's lr, batch size, ...)."""
-        return {k: v for k, v in self.spec.defaults.items() if k in fields}
+    def defaults(self, fields, backbone: str) -> dict[str, Any]:
+        """The method's overrides of these form fields for a run of this backbone (its paper's
+        lr, batch size, ...; its small-image recipe on resnet18_w32), as `selfsup train`."""
+        return {k: v for k, v in self.spec.recipe(backbone).items() if k in fields}
+
+    def method_defaults(self, backbone: str) -> dict[str, Any]:
+        """The method options the recipe for this backbone sets (DINO's on resnet18_w32)."""
+        return dict(self.spec.recipe(backbone).get("method_args", {}))
 
     def default_backbone(self, image_size: int = TrainConfig.image_size) -> str:
         """What `selfsup train` picks at this image size when no --backbone is given."""
