@@ -58,6 +58,12 @@ def run(args) -> int:
         print(f"\n{family or 'other'}:")
         for r in (r for r in rows if r["family"] == family):
             print(f"  {r['name']:<{width}} {r['description']}")
-            opts = {**r["train_defaults"], **r["options"]}
-            print("  " + " " * (width + 1) + ", ".join(f"{k}={v}" for k, v in opts.items()))
+            train = dict(r["train_defaults"])
+            small = dict(train.pop("small_image", {}))
+            opts = {**train, **r["options"]}
+            pad = "  " + " " * (width + 1)
+            print(pad + ", ".join(f"{k}={v}" for k, v in opts.items()))
+            if small:  # MethodSpec.recipe: what changes on the small-image backbone
+                small |= small.pop("method_args", {})
+                print(pad + "at <= 32 px: " + ", ".join(f"{k}={v}" for k, v in small.items()))
     return 0

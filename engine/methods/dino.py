@@ -46,6 +46,7 @@ class DINOConfig:
         0.01, "fraction of the steps with the head's last layer frozen (paper 1 epoch)"
     )
     norm_last_layer: bool = opt(True, "fix the weight-norm gain of the last layer to 1 (stabler)")
+    use_bn_in_head: bool = opt(False, "BatchNorm after the head's hidden layers (DINO option)")
     global_scale_min: float = opt(0.4, "global crop scale lower bound (DINO repository: 0.4)")
     local_scale_max: float = opt(0.4, "local crop scale upper bound (DINO repository: 0.4)")
     warmup_frac: float = opt(0.1, "learning-rate warm-up as a fraction of the run (10/100)")
@@ -53,7 +54,8 @@ class DINOConfig:
 
 
 class DINOHead(nn.Module):
-    """3-layer GELU MLP -> L2-normalised bottleneck -> weight-normalised linear layer (no bias)."""
+    """3-layer GELU MLP (BatchNorm in it with use_bn) -> L2-normalised bottleneck ->
+    weight-normalised linear layer (no bias)."""
 
     def __init__(
         self,
@@ -62,11 +64,13 @@ class DINOHead(nn.Module):
         hidden_dim: int,
         bottleneck_dim: int,
         norm_last_layer: bool = True,
+        use_bn: bool = False,
     ):
         super().__init__()
+        bn = (lambda: [nn.BatchNorm1d(hidden_dim)]) if use_bn else list
         self.mlp = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim), nn.GELU(),
-            nn.Linear(hidden_dim, hidden_dim), nn.GELU(),
+            nn.Linear(in_dim, hidden_dim), *bn(), nn.GELU(),
+            nn.Linear(hidden_dim, hidden_dim), *bn(), nn.GELU(),
             nn.Linear(hidden_dim, bottleneck_dim),
         )  # fmt: skip
         for m in self.mlp:
@@ -103,13 +107,18 @@ class DINO(Method):
     # At <= 32 px a half-width ResNet-18 with solo-learn's CIFAR DINO recipe (LARS lr 0.3, wd
     # 1e-6 constant, 4096 prototypes, no clipping) and the short-run teacher momentum of BYOL /
     # MoCo v3 (0.99; solo-learn's 1000 epochs use 0.9995): a ViT-tiny got 21 steps of 15 CPU
-    # minutes and +0.2 kNN points.
+    # minutes and +0.2 kNN points. BatchNorm in the head (DINO's --use_bn_in_head): without it
+    # the ResNet's pooled features (all positive, alike across images) leave the centred teacher
+    # uniform, KL 0.04 after 40 steps and loss ln K after 15 minutes; with it KL stays at 0.3.
     defaults = VIT_ADAMW | {
         "lr": 5e-4, "weight_decay": 0.04, "clip_grad": 3.0,
         "small_image": {
             "backbone": "resnet18_w32", **CIFAR_LARS, "lr": 0.3, "weight_decay": 1e-6,
             "clip_grad": 0.0,
-            "method_args": {"out_dim": 4096, "ema_momentum": 0.99, "weight_decay_end": 1e-6},
+            "method_args": {
+                "out_dim": 4096, "ema_momentum": 0.99, "weight_decay_end": 1e-6,
+                "use_bn_in_head": True,
+            },
         },
     }  # fmt: skip
 
@@ -121,8 +130,9 @@ class DINO(Method):
         super().__init__(backbone, cfg)
         d = backbone.embed_dim
         self.head = DINOHead(
-            d, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.norm_last_layer
-        )
+            d, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.norm_last_layer,
+            cfg.use_bn_in_head,
+        )  # fmt: skip
         self.teacher_backbone, self.teacher_head = frozen_copy(backbone), frozen_copy(self.head)
         set_drop_path(self.teacher_backbone, 0.0)  # the teacher is built without drop-path
         local = cfg.local_size or default_local_size(image_size, getattr(backbone, "patch_size", 8))

@@ -55,7 +55,7 @@ def test_two_view_resnet_methods_train_the_half_width_net_on_small_images_only()
     def backbone(method: str, **values) -> str:
         return apply_method_defaults({"data": "x", **values}, {}, method).backbone
 
-    two_view = ("simclr", "moco_v2", "byol", "barlow_twins", "supcon", "instdisc")
+    two_view = ("simclr", "moco_v2", "byol", "barlow_twins", "supcon", "instdisc", "obow")
     for method in two_view:
         assert backbone(method, image_size=32) == "resnet18_w32", method
         assert backbone(method, image_size=64) == "resnet18", method

@@ -204,7 +204,12 @@ def test_dino_and_moco_v3_train_a_small_resnet_with_their_lars_recipe_at_32_px()
     dino = apply_method_defaults({"image_size": 32}, {}, "dino")
     assert (dino.backbone, dino.optim.optimizer, dino.optim.lr) == ("resnet18_w32", "lars", 0.3)
     assert dino.optim.lars_clip and dino.optim.clip_grad == 0.0
-    assert dino.method_args == {"out_dim": 4096, "ema_momentum": 0.99, "weight_decay_end": 1e-6}
+    assert dino.method_args == {
+        "out_dim": 4096,
+        "ema_momentum": 0.99,
+        "weight_decay_end": 1e-6,
+        "use_bn_in_head": True,
+    }
     vit = apply_method_defaults({"image_size": 64}, {}, "dino")  # the paper's ViT recipe
     assert (vit.backbone, vit.optim.optimizer, vit.optim.lr, vit.method_args) == (
         "vit_tiny",
@@ -249,6 +254,9 @@ def test_dino_trains_a_resnet_with_multi_crop_and_its_teacher_follows(shapes_dir
     )
     method = build_method(cfg)
     assert method.backbone.embed_dim == 256  # resnet18_w32
+    # BatchNorm in the head at the official DINOHead(use_bn=True) indices: Linear, BN, GELU, ...
+    keys = set(method.head.state_dict())
+    assert {"mlp.1.running_mean", "mlp.4.running_mean", "mlp.6.weight"} <= keys
     images = load_images(sorted(shapes_dir.rglob("*.png"))[:8], 16)
     out = method({"image": images})
     assert torch.isfinite(out["loss"]) and out["loss"].item() > 0
