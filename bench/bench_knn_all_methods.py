@@ -115,7 +115,11 @@ def train_ours(name: str, args, run_dir: Path, **values) -> dict:
     t0 = time.perf_counter()
     out = train(cfg)
     plan = out.get("plan", {"s_per_step": (time.perf_counter() - t0) / max(out["step"], 1)})
+    from engine.events import read_events
+
+    start = next((e for e in read_events(run_dir) if e.get("type") == "start"), {})
     return {
+        "precision": start.get("precision", "fp32"),  # auto's choice on this machine
         "backbone": cfg.backbone,
         "batch_size": cfg.batch_size,
         "steps": out["step"],
@@ -220,15 +224,22 @@ def write_results(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
+def cpu_kind(row: dict) -> str:
+    """Short machine label: rows from CPUs with and without AMX are not the same budget."""
+    m = row.get("machine", {})
+    amx = " AMX" if "amx_bf16" in m.get("flags", "") else ""
+    return f"{m.get('model', '?').split(' Processor')[0]}{amx}, {row.get('precision', 'fp32')}"
+
+
 def table(rows: list[dict]) -> str:
     latest: dict[str, dict] = {}
-    for r in rows:  # the latest row of each method and variant
-        latest[r["method"] + " " + r.get("variant", "")] = r
+    for r in rows:  # the latest row of each method, variant and machine kind
+        latest[r["method"] + " " + r.get("variant", "") + " " + cpu_kind(r)] = r
     lines = [
-        "| method | family | backbone | batch | steps (epochs) | s/step | kNN k=20 | kNN k=200 "
-        "| random init k=20 / k=200 | vs random (k=200) | bits/dim | budget min "
-        "| load before / after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | family | CPU, precision | backbone | batch | steps (epochs) | s/step "
+        "| kNN k=20 | kNN k=200 | random init k=20 / k=200 | vs random (k=200) | bits/dim "
+        "| budget min | load before / after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(latest.values(), key=lambda r: -r["knn200"]):
         rnd = r.get("random")
@@ -241,7 +252,7 @@ def table(rows: list[dict]) -> str:
         name = r["method"] + (f" ({r['variant']})" if r.get("variant") else "")
         stamp = " (--allow-load)" if r.get("allow_load") else ""
         lines.append(
-            f"| {name} | {r.get('family', '')} "
+            f"| {name} | {r.get('family', '')} | {cpu_kind(r)} "
             f"| {r.get('backbone', '-')} "
             f"| {r.get('batch_size', '-')} | {ep} | {sps} | {r['knn20']:.3f} | {r['knn200']:.3f} "
             f"| {rr} | {delta} | {bits} | {r.get('budget_minutes', '-')} | {lb} / {la}{stamp} |"

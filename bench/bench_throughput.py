@@ -116,7 +116,7 @@ def cpu_seconds(pids: list[int]) -> float:
 class Ours:
     """One method trained by our Trainer, step by step."""
 
-    def __init__(self, method: str, args: argparse.Namespace, run_dir: Path):
+    def __init__(self, method: str, args: argparse.Namespace, run_dir: Path, precision: str):
         import engine.data  # noqa: F401  (registers the "images" dataset kind)
         import engine.methods  # noqa: F401
         from engine.build import apply_method_defaults, build_method
@@ -133,6 +133,7 @@ class Ours:
             "checkpoint_every": 10**9,
             "run_dir": str(run_dir),
             "channels_last": args.channels_last,
+            "precision": precision,
             "method_args": {},
         }
         cfg = apply_method_defaults(values, {}, method)
@@ -170,7 +171,7 @@ def lightly_backbone() -> nn.Module:
 class Lightly:
     """lightly's documented example for each method, same backbone and head sizes as ours."""
 
-    def __init__(self, method: str, args: argparse.Namespace):
+    def __init__(self, method: str, args: argparse.Namespace, precision: str):
         from lightly.data import LightlyDataset
         from lightly.loss import BarlowTwinsLoss, DINOLoss, NegativeCosineSimilarity, NTXentLoss
         from lightly.models.modules import heads
@@ -187,6 +188,8 @@ class Lightly:
 
         s = args.image_size
         self.name, self.epoch, self.epochs = method, 0, 100
+        # a lightly user's mixed precision: plain torch.autocast around the forward and loss
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         self.update_momentum, self.cosine_schedule = update_momentum, cosine_schedule
         self.backbone = lightly_backbone()
         mods = nn.ModuleDict({"backbone": self.backbone})
@@ -274,7 +277,11 @@ class Lightly:
         return self.criterion(teacher, student, epoch=self.epoch)
 
     def _train_step(self, views: list[torch.Tensor]) -> None:
-        loss = self.loss(views)
+        if self.dtype is None:
+            loss = self.loss(views)
+        else:
+            with torch.autocast("cpu", dtype=self.dtype):
+                loss = self.loss(views)
         loss.backward()
         if self.name == "dino":
             self.m["head"].cancel_last_layer_gradients(current_epoch=self.epoch)
@@ -300,11 +307,15 @@ def timed(impl) -> tuple[float, float]:
     return time.perf_counter() - t, cpu_seconds(pids) - c
 
 
-def bench_method(method: str, args: argparse.Namespace) -> dict:
+def bench_method(method: str, args: argparse.Namespace, precisions: list[str]) -> dict:
+    """Every implementation at every precision, timed in alternating rounds. Keys are
+    "ours-fp32", "lightly-bf16", ...; "ours" / "lightly" alone name the fp32 pair."""
     with tempfile.TemporaryDirectory() as tmp:
-        impls: dict[str, object] = {"ours": Ours(method, args, Path(tmp) / "run")}
-        if not args.skip_lightly:
-            impls["lightly"] = Lightly(method, args)
+        impls: dict[str, object] = {}
+        for prec in precisions:
+            impls[f"ours-{prec}"] = Ours(method, args, Path(tmp) / f"run-{prec}", prec)
+            if not args.skip_lightly:
+                impls[f"lightly-{prec}"] = Lightly(method, args, prec)
         flops = {k: v.model_flops() for k, v in impls.items()}  # also the warm-up step
         for _ in range(args.warmup):
             for v in impls.values():
@@ -345,13 +356,17 @@ def bench_method(method: str, args: argparse.Namespace) -> dict:
                 "cpu_fraction_of_peak": flops[k] / c / peak_cpu,
                 "cpu_fraction_of_onednn_gemm": flops[k] / c / gemm_cpu,
             }
-        if "lightly" in impls:
-            out["speedup_wall"] = statistics.median(
-                [a / b for a, b in zip(walls["lightly"], walls["ours"])]
-            )
-            out["speedup_cpu"] = statistics.median(
-                [a / b for a, b in zip(cpus["lightly"], cpus["ours"])]
-            )
+        if not args.skip_lightly:
+            pairs = {f"{p}/{p}": (f"ours-{p}", f"lightly-{p}") for p in precisions}
+            # what a user gets from each: our default precision against lightly's fp32 default
+            pairs[f"{precisions[-1]}/fp32"] = (f"ours-{precisions[-1]}", "lightly-fp32")
+            for label, (o, li) in pairs.items():
+                out[f"speedup_wall {label}"] = statistics.median(
+                    [a / b for a, b in zip(walls[li], walls[o])]
+                )
+                out[f"speedup_cpu {label}"] = statistics.median(
+                    [a / b for a, b in zip(cpus[li], cpus[o])]
+                )
         return out
 
 
@@ -367,6 +382,12 @@ def main() -> None:
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--skip-lightly", action="store_true")
+    p.add_argument(
+        "--precisions",
+        default="fp32,auto",
+        help="comma list of fp32 / bf16 / fp16 / auto; auto is what the probe picks on this "
+        "machine (the default a user gets) and is dropped when it resolves to fp32",
+    )
     p.add_argument("--json", type=Path, help="write the results here too")
     p.add_argument("--allow-load", action="store_true", help="run on a busy machine (stamped)")
     args = p.parse_args()
@@ -375,9 +396,16 @@ def main() -> None:
     if not args.data.is_dir():
         print(f"skipped: {args.data} is absent (the benchmark data lives beside the project)")
         return
+    if not args.skip_lightly:
+        try:
+            import lightly  # noqa: F401
+        except ImportError:  # before any DataLoader worker exists, so the run cannot hang
+            sys.exit("lightly is not installed: pip install -e '.[bench]', or --skip-lightly")
     from machine import finish, guard  # bench/machine.py: CPU, flags, load guard
 
     info = guard(args.allow_load)
+    precisions = resolve_precisions(args.precisions, args.image_size)
+    print(f"precisions: {precisions}")
     results = {
         "machine": info,
         "args": {k: str(v) for k, v in vars(args).items()},
@@ -385,7 +413,7 @@ def main() -> None:
     }
     for method in args.methods.split(","):
         load0 = os.getloadavg()[0]
-        r = bench_method(method, args)
+        r = bench_method(method, args, precisions)
         r["load_avg_1min"] = [load0, os.getloadavg()[0]]
         results["methods"].append(r)
         print(json.dumps(r), flush=True)
@@ -397,27 +425,52 @@ def main() -> None:
     print(table(results))
 
 
+def resolve_precisions(spec: str, image_size: int) -> list[str]:
+    """Named precisions, with auto replaced by the probe's choice and duplicates dropped; fp32
+    first, so the last entry is our default."""
+    from engine.precision import choose_precision
+
+    out = []
+    for name in spec.split(","):
+        if name == "auto":
+            chosen = choose_precision("auto", torch.device("cpu"), image_size)
+            print(f"auto precision: {chosen.name} ({chosen.reason})")
+            name = chosen.name
+        if name not in out:
+            out.append(name)
+    return sorted(out, key=lambda n: n != "fp32")
+
+
 def table(results: dict) -> str:
-    """Markdown: images/s by wall clock, speed-ups by wall clock and by CPU time, and model
-    FLOPs per CPU-second as % of torch.matmul's and of oneDNN's GEMM rate per CPU-second."""
+    """Markdown, one row per method and precision: images/s by wall clock, our speed-up over
+    lightly at that precision (wall and CPU time), our default against lightly's fp32 default,
+    and model FLOPs per CPU-second as % of the fp32 torch.matmul and oneDNN GEMM rates."""
     rows = [
-        "| method | ours img/s | lightly img/s | speed-up (wall) | speed-up (CPU time) | ours % of matmul / oneDNN GEMM | lightly % of matmul / oneDNN GEMM | model GFLOP/step | load avg |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | precision | ours img/s | lightly img/s | speed-up (wall) | speed-up (CPU time) | ours default vs lightly fp32 | ours % of fp32 matmul / oneDNN GEMM | lightly % | model GFLOP/step | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def pct(x: dict | None) -> str:
+        if x is None:
+            return "-"
+        g = x.get("cpu_fraction_of_onednn_gemm")
+        return f"{100 * x['cpu_fraction_of_peak']:.0f}% / " + (f"{100 * g:.0f}%" if g else "-")
+
+    def ratio(r: dict, key: str) -> str:
+        return f"{r[key]:.2f}x" if key in r else "-"
+
     for r in results["methods"]:
-        o, li = r["impls"]["ours"], r["impls"].get("lightly")
-
-        def pct(x: dict) -> str:
-            g = x.get("cpu_fraction_of_onednn_gemm")
-            return f"{100 * x['cpu_fraction_of_peak']:.0f}% / " + (f"{100 * g:.0f}%" if g else "-")
-
-        lt = f"{li['images_per_s']:.1f}" if li else "-"
-        sw = f"{r['speedup_wall']:.2f}x" if li else "-"
-        sc = f"{r['speedup_cpu']:.2f}x" if li else "-"
+        precs = [k.split("-", 1)[1] for k in r["impls"] if k.startswith("ours-")]
         load = "-".join(f"{x:.1f}" for x in r["load_avg_1min"])
-        rows.append(
-            f"| {r['method']} | {o['images_per_s']:.1f} | {lt} | {sw} | {sc} | {pct(o)} | {pct(li) if li else '-'} | {o['model_gflop_per_step']:.0f} | {load} |"
-        )
+        for prec in precs:
+            o, li = r["impls"][f"ours-{prec}"], r["impls"].get(f"lightly-{prec}")
+            lt = f"{li['images_per_s']:.1f}" if li else "-"
+            default = ratio(r, f"speedup_wall {prec}/fp32") if prec == precs[-1] else ""
+            rows.append(
+                f"| {r['method']} | {prec} | {o['images_per_s']:.1f} | {lt} "
+                f"| {ratio(r, f'speedup_wall {prec}/{prec}')} | {ratio(r, f'speedup_cpu {prec}/{prec}')} "
+                f"| {default} | {pct(o)} | {pct(li)} | {o['model_gflop_per_step']:.0f} | {load} |"
+            )
     return "\n".join(rows)
 
 

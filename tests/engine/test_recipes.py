@@ -267,3 +267,20 @@ def test_dino_trains_a_resnet_with_multi_crop_and_its_teacher_follows(shapes_dir
             p.add_(0.1)
     method.on_step_end(1, 10)
     assert not torch.equal(before, next(method.teacher_backbone.parameters()))
+
+
+def test_instdisc_takes_the_authors_cifar_settings_at_32_px():
+    """lemniscate.pytorch's cifar.py: batch 128 at lr 0.03 (0.06 per 256), T = 0.1; the
+    ImageNet values of the paper (batch 256, lr 0.03, T = 0.07) stay at full size."""
+    from engine.build import apply_method_defaults
+
+    small = apply_method_defaults({"image_size": 32}, {}, "instdisc")
+    assert (small.backbone, small.batch_size, small.optim.lr) == ("resnet18_w32", 128, 0.06)
+    assert small.method_args == {"temperature": 0.1}
+    full = apply_method_defaults({"image_size": 96}, {}, "instdisc")
+    assert (full.backbone, full.batch_size, full.optim.lr, full.method_args) == (
+        "resnet18",
+        256,
+        0.03,
+        {},
+    )
