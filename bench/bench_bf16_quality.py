@@ -54,6 +54,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--backbone", default="", help="'' = the method's default (e.g. resnet18_w32)")
     ap.add_argument("--train", default=str(DATA / "train"))
     ap.add_argument("--val", default=str(DATA / "val"))
     ap.add_argument("--threads", type=int, default=2)

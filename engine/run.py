@@ -267,6 +267,8 @@ class RunState:
     loss: float | None = None
     precision: str = ""
     precision_reason: str = ""  # why: "requested", or the CPU probe's measured speed-ups
+    compiled: bool = False  # the backbone runs through torch.compile (engine/compile.py)
+    compile_reason: str = ""
 
     @classmethod
     def from_events(cls, events: list[dict[str, Any]]) -> RunState:
@@ -284,6 +286,11 @@ class RunState:
             self.step = int(e.get("step", 0) or 0)
             self.precision = str(e.get("precision", self.precision) or "")
             self.precision_reason = str(e.get("precision_reason", "") or "")
+            self.compiled = bool(e.get("compiled", False))
+            self.compile_reason = str(e.get("compile_reason", "") or "")
+        elif t == "compile":  # the first step's compile failed: eager from then on
+            self.compiled = bool(e.get("compiled", False))
+            self.compile_reason = str(e.get("compile_reason", "") or "")
         elif t in ("plan", "replan"):  # a time budget sets the schedule's length
             self.total_steps = int(e.get("planned_steps", self.total_steps) or self.total_steps)
         elif t in ("step", "checkpoint"):

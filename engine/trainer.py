@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from engine import distributed as D
 from engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from engine.compile import compile_decision, compile_module, uncompile
 from engine.config import TrainConfig
 from engine.errors import UserError
 from engine.events import EventLog
@@ -148,6 +149,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype == torch.float16
         )
+        self.compiled, self.compile_reason = compile_decision(
+            cfg.compile, self.device.type, self.precision, self.distributed
+        )
+        self.compile_pending = self.compiled  # the first step compiles, or falls back
+        if self.compiled and not isinstance(getattr(self.method, "backbone", None), nn.Module):
+            self.compiled, self.compile_reason = False, "no backbone module to compile"
+        if self.compiled:
+            compile_module(self.method.backbone)
         self.sampler = EpochBatchSampler(n, self.global_batch, cfg.seed, self.rank, self.world)
 
     def _set_total_steps(self, total: int) -> None:
@@ -248,6 +257,8 @@ class Trainer:
             device=str(self.device),
             precision=self.precision.name,
             precision_reason=self.precision.reason,
+            compiled=self.compiled,
+            compile_reason=self.compile_reason,
         )
         old_handlers = self._install_signal_handlers()
         try:
@@ -471,6 +482,24 @@ class Trainer:
         return last
 
     def _train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One step; the first step of a compiled backbone compiles it, and any failure there
+        puts the backbone back to eager and runs the step again (a genuine error then recurs)."""
+        if not self.compile_pending:
+            return self._step(batch)
+        try:
+            return self._step(batch)
+        except Exception as e:  # noqa: BLE001  (inductor raises many kinds)
+            uncompile(self.method.backbone)
+            self.compiled = False
+            self.compile_reason = f"compile failed, eager instead: {type(e).__name__}: {e}"[:300]
+            self._emit(
+                "compile", step=self.step, compiled=False, compile_reason=self.compile_reason
+            )
+            return self._step(batch)
+        finally:
+            self.compile_pending = False
+
+    def _step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         batch = {
             k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
             for k, v in batch.items()

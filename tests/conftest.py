@@ -16,6 +16,8 @@ os.environ.setdefault("SELFSUP_CACHE", tempfile.mkdtemp(prefix="selfsup-cache-")
 # --precision auto measures the CPU, and under load the measurement moves: tests pin fp32 (the
 # probe's own tests unset this)
 os.environ.setdefault("SELFSUP_PRECISION", "fp32")
+# tests that ask for bf16 would otherwise compile each tiny backbone (25 s); test_compile covers it
+os.environ.setdefault("SELFSUP_COMPILE", "off")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 

@@ -233,9 +233,10 @@ class TrainSession:
             if loss:
                 parts.append(f"loss {loss[-1][1]:.4f}")
             if c.state.precision:
-                parts.append(c.state.precision)
+                parts.append(c.state.precision + (", compiled" if c.state.compiled else ""))
+            why = "; ".join(r for r in (c.state.precision_reason, c.state.compile_reason) if r)
             status = "" if stopping else "running"
-            return Monitor(c.step, c.total_steps, bar, status, "  ·  ".join(parts), c.state.precision_reason)  # fmt: skip
+            return Monitor(c.step, c.total_steps, bar, status, "  ·  ".join(parts), why)
         if self.watched is None:
             return Monitor(c.step, c.total_steps, bar, "", None)
         last = f"last loss {loss[-1][1]:.4f}" if loss else "no steps logged"
