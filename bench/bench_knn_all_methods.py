@@ -228,7 +228,7 @@ def cpu_kind(row: dict) -> str:
     """Short machine label: rows from CPUs with and without AMX are not the same budget."""
     m = row.get("machine", {})
     amx = " AMX" if "amx_bf16" in m.get("flags", "") else ""
-    return f"{m.get('model', '?').split(' Processor')[0]}{amx}, {row.get('precision', 'fp32')}"
+    return f"{m.get('model', '?').split(' Processor')[0].replace('(R)', '')}{amx}, {row.get('precision', 'fp32')}"
 
 
 def table(rows: list[dict]) -> str:
