@@ -152,9 +152,9 @@ class Trainer:
         self.compiled, self.compile_reason = compile_decision(
             cfg.compile, self.device.type, self.precision, self.distributed
         )
-        self.compile_pending = self.compiled  # the first step compiles, or falls back
         if self.compiled and not isinstance(getattr(self.method, "backbone", None), nn.Module):
             self.compiled, self.compile_reason = False, "no backbone module to compile"
+        self.compile_pending = self.compiled  # the first step compiles, or falls back
         if self.compiled:
             compile_module(self.method.backbone)
         self.sampler = EpochBatchSampler(n, self.global_batch, cfg.seed, self.rank, self.world)
