@@ -150,7 +150,12 @@ class Trainer:
             self.device.type, enabled=self.amp_dtype == torch.float16
         )
         self.compiled, self.compile_reason = compile_decision(
-            cfg.compile, self.device.type, self.precision, self.distributed
+            cfg.compile,
+            self.device.type,
+            self.precision,
+            self.distributed,
+            self.total_steps,
+            cfg.time_budget,
         )
         if self.compiled and not isinstance(getattr(self.method, "backbone", None), nn.Module):
             self.compiled, self.compile_reason = False, "no backbone module to compile"

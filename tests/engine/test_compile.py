@@ -50,6 +50,9 @@ def test_auto_compiles_only_under_autocast_and_on_one_process(monkeypatch):
     assert compile_decision("auto", "cuda", Precision("fp16", "x"), False)[0] is True
     assert compile_decision("on", "cpu", fp32, True) == (True, "requested")
     assert compile_decision("off", "cpu", bf16, False)[0] is False
+    assert compile_decision("auto", "cpu", bf16, False, total_steps=120)[0] is False  # the demo
+    assert compile_decision("auto", "cpu", bf16, False, total_steps=10, time_budget_min=15)[0]
+    assert not compile_decision("auto", "cpu", bf16, False, time_budget_min=2)[0]
     monkeypatch.setenv("SELFSUP_COMPILE", "off")  # the suite's site-wide switch
     assert compile_decision("auto", "cpu", bf16, False) == (False, "SELFSUP_COMPILE")
     assert compile_decision("on", "cpu", bf16, False)[0] is True  # an explicit request wins
