@@ -84,5 +84,7 @@ def test_resume_replays_exactly(shapes_dir, tmp_path):
 
 
 def test_build_has_the_papers_defaults(shapes_dir, tmp_path):
+    """At these small images the authors' CIFAR temperature (0.1); the paper's 0.07 above 32 px
+    (test_recipes.py checks both recipes)."""
     m = build_method(_cfg(shapes_dir, tmp_path / "r", 1))
-    assert m.cfg.temperature == 0.07 and m.cfg.negatives == 4096 and m.cfg.bank_momentum == 0.5
+    assert m.cfg.temperature == 0.1 and m.cfg.negatives == 4096 and m.cfg.bank_momentum == 0.5
