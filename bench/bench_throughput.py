@@ -97,9 +97,10 @@ class Batches:
         return [w.pid for w in getattr(self.it, "_workers", [])]
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of this process (all threads) and of the given worker processes."""
-    t = time.process_time()
+def cpu_seconds(pids: list[int], own: bool = True) -> float:
+    """User + system CPU time of the given worker processes, plus this process's (all threads)
+    unless own is False."""
+    t = time.process_time() if own else 0.0
     tick = os.sysconf("SC_CLK_TCK")
     for pid in pids:
         try:
@@ -308,10 +309,10 @@ def wait_idle(pids: list[int], quiet_cpu_s: float = 0.01, timeout_s: float = 15.
     """Wait until these DataLoader workers have refilled their prefetch queues and gone idle;
     return the perf_counter time at which they went idle (the start of the quiet interval)."""
     end, poll = time.perf_counter() + timeout_s, 0.05
-    c, t = cpu_seconds(pids) - time.process_time(), time.perf_counter()
+    c, t = cpu_seconds(pids, own=False), time.perf_counter()
     while time.perf_counter() < end:
         time.sleep(poll)
-        c2, t2 = cpu_seconds(pids) - time.process_time(), time.perf_counter()
+        c2, t2 = cpu_seconds(pids, own=False), time.perf_counter()
         if c2 - c < quiet_cpu_s:
             return t
         c, t = c2, t2
@@ -334,7 +335,8 @@ def timed(impl, others: list[int]) -> tuple[float, float]:
 
 def bench_method(method: str, args: argparse.Namespace, precisions: list[str]) -> dict:
     """Every implementation at every precision, timed in alternating rounds. Keys are
-    "ours-fp32", "lightly-bf16", ...; "ours" / "lightly" alone name the fp32 pair."""
+    "ours-fp32", "lightly-bf16", ...; speed-ups are keyed "speedup_wall bf16/bf16" (ours over
+    lightly at one precision) and "speedup_wall bf16/fp32" (our default over lightly's fp32)."""
     with tempfile.TemporaryDirectory() as tmp:
         impls: dict[str, object] = {}
         for prec in precisions:

@@ -286,9 +286,7 @@ class RunState:
             self.step = int(e.get("step", 0) or 0)
             self.precision = str(e.get("precision", self.precision) or "")
             self.precision_reason = str(e.get("precision_reason", "") or "")
-            self.compiled = bool(e.get("compiled", False))
-            self.compile_reason = str(e.get("compile_reason", "") or "")
-        elif t == "compile":  # the first step's compile failed: eager from then on
+        if t in ("start", "compile"):  # "compile": the first step's compile failed, eager since
             self.compiled = bool(e.get("compiled", False))
             self.compile_reason = str(e.get("compile_reason", "") or "")
         elif t in ("plan", "replan"):  # a time budget sets the schedule's length
