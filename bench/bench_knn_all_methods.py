@@ -18,7 +18,9 @@ wall time (the trainer times its first steps and plans the whole schedule to end
 machine must be quiet: the 1-minute load average must be <= 1 before a run, or `--allow-load`
 runs anyway and stamps the row. kNN: cosine, temperature-weighted votes (T = 0.07), k = 20 and
 200, on the evaluated backbone (DINO/iBOT: the teacher), centre-crop features of train and val.
-lightly (the `bench` extra) is imported only for `--method lightly_simclr`.
+lightly (the `bench` extra) is imported only for `--method lightly_simclr`. BEiT's row includes
+its dvae tokenizer, trained first on the same images for a third of the budget
+(`--tokenizer-share`).
 """
 
 from __future__ import annotations
@@ -78,14 +80,16 @@ def random_init(arch: str, size: int, seed: int, train, val) -> dict[str, float]
 
 
 def held_out_bits(run: Path, val) -> dict[str, float]:
-    """Bits per dimension of the validation images for the likelihood models (PixelCNN)."""
+    """Held-out bits of the likelihood models: per 8-bit sub-pixel (PixelCNN), per palette
+    token (iGPT)."""
     from engine.build import load_method
 
     method, _ = load_method(run)
-    if not hasattr(method, "evaluate_bits"):
+    measure = getattr(method, "evaluate_bits", None) or getattr(method, "evaluate_token_bits", None)
+    if measure is None:
         return {}
-    images = torch.stack([val[i]["image"] for i in range(len(val))])
-    return {"bits_per_dim": method.evaluate_bits(images)}
+    key = "bits_per_dim" if hasattr(method, "evaluate_bits") else "bits_per_token"
+    return {key: measure(torch.stack([val[i]["image"] for i in range(len(val))]))}
 
 
 # ------------------------------------------------------------------------------- training
@@ -130,6 +134,18 @@ def train_ours(name: str, args, run_dir: Path, **values) -> dict:
         "train_s": time.perf_counter() - t0,
         "final_loss": out["losses"].get("loss"),
     }
+
+
+def train_tokenizer(args, run_dir: Path) -> tuple[dict, dict]:
+    """BEiT's dVAE on the same images for `--tokenizer-share` of the budget; BEiT gets the rest,
+    so its row costs the same wall time as every other row."""
+    minutes = args.budget_minutes * args.tokenizer_share
+    stats = train_ours("dvae", args, run_dir, time_budget=minutes, backbone="")
+    beit = {
+        "time_budget": args.budget_minutes - minutes,
+        "method_args": {"tokenizer": str(run_dir)},
+    }
+    return {"method": "dvae", "minutes": minutes, **stats}, beit
 
 
 def train_lightly_simclr(args, train) -> tuple[torch.nn.Module, dict]:
@@ -248,8 +264,12 @@ def table(rows: list[dict]) -> str:
         rr = f"{rnd['knn20']:.3f} / {rnd['knn200']:.3f}" if rnd else "-"
         delta = f"{100 * (r['knn200'] - rnd['knn200']):+.1f} pt" if rnd else "-"
         bits = f"{r['bits_per_dim']:.3f}" if "bits_per_dim" in r else "-"
+        if "bits_per_token" in r:
+            bits = f"{r['bits_per_token']:.3f} per palette token"
         lb, la = r.get("load_before", ["-"])[0], r.get("load_after", ["-"])[0]
         name = r["method"] + (f" ({r['variant']})" if r.get("variant") else "")
+        if tok := r.get("tokenizer"):
+            name += f" (after {tok['minutes']:.3g} min of dvae, {tok['steps']} steps)"
         stamp = " (--allow-load)" if r.get("allow_load") else ""
         lines.append(
             f"| {name} | {r.get('family', '')} | {cpu_kind(r)} "
@@ -279,6 +299,12 @@ def main() -> int:
     ap.add_argument("--allow-load", action="store_true", help="run on a busy machine (stamped)")
     ap.add_argument(
         "--variant", default="", help="a label for a non-default setting, e.g. 'batch 64'"
+    )
+    ap.add_argument(
+        "--tokenizer-share",
+        type=float,
+        default=1 / 3,
+        help="beit: the share of the budget spent first on its dvae tokenizer",
     )
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--runs", default="", help="keep the run here (default: a temporary folder)")
@@ -324,7 +350,11 @@ def main() -> int:
             ap.error(f"{args.method} trains on {spec.data}, not images")
         runs = Path(args.runs) if args.runs else Path(tempfile.mkdtemp(prefix="knn-bench-"))
         run = runs / args.method
-        row.update(family=spec.family, **train_ours(args.method, args, run))
+        if args.method == "beit":  # its tokenizer is trained first, inside the same budget
+            row["tokenizer"], values = train_tokenizer(args, runs / "dvae")
+        else:
+            values = {}
+        row.update(family=spec.family, **train_ours(args.method, args, run, **values))
         # what the method declares as its global features (MOCA: mean patch token; PixelCNN,
         # CPC v2, iGPT: their own encoders), and the same model rebuilt untrained
         row.update(knn_rows(load_features(run, "global"), train, val))

@@ -202,6 +202,19 @@ class IGPT(Method):
         loss = next_token_loss(self.backbone.logits(tokens), tokens)
         return {"loss": loss, "bits_per_token": loss.detach() / math.log(2)}
 
+    @torch.no_grad()
+    def evaluate_token_bits(self, images: Tensor, batch: int = 64) -> float:
+        """Bits per colour token of held-out uint8 images [N, 3, H, W]: the model's own
+        likelihood, over its palette at `resolution` (not comparable with PixelCNN's bits per
+        8-bit sub-pixel, which the paper does not report either)."""
+        device, total = next(self.parameters()).device, 0.0
+        for s in range(0, len(images), batch):
+            x = augment.to_float(images[s : s + batch].to(device)) * 2 - 1
+            tokens = self.backbone.tokens(x)
+            nats = next_token_loss(self.backbone.logits(tokens), tokens)
+            total += float(nats) / math.log(2) * len(x)
+        return total / max(1, len(images))
+
 
 def igpt_features(method: IGPT, kind: str, source=None):
     """The probe layer, with the model's own input scaling ([0, 255] -> [-1, 1])."""

@@ -83,6 +83,18 @@ def test_loss_falls_palette_is_kept_and_features_pool_the_probe_layer(shapes_dir
     dense = load_features(tmp_path / "run", "dense", precision="fp32").dense(images)
     assert dense.shape == (3, 32, 8, 8)
 
+    # held-out bits per palette token: below the uniform log2(8) = 3 bits once trained, and
+    # exactly 3 with a zeroed head (every colour equally likely)
+    from engine.build import load_method
+    from engine.data import ImageFolderDataset
+
+    method, _ = load_method(tmp_path / "run")
+    val = ImageFolderDataset(shapes_dir, load_size=16)
+    held_out = torch.stack([val[i]["image"] for i in range(24)])
+    assert 0.5 < method.evaluate_token_bits(held_out) < 3 - 0.4
+    torch.nn.init.zeros_(method.backbone.head.weight)
+    assert method.evaluate_token_bits(held_out, batch=5) == pytest.approx(3.0, abs=1e-5)
+
 
 def test_resume_replays_exactly(shapes_dir, tmp_path):
     assert_stop_and_resume_replay(lambda run: _cfg(shapes_dir, run, 4), tmp_path)

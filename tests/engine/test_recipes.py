@@ -209,6 +209,8 @@ def test_dino_and_moco_v3_train_a_small_resnet_with_their_lars_recipe_at_32_px()
         "ema_momentum": 0.99,
         "weight_decay_end": 1e-6,
         "use_bn_in_head": True,
+        "n_local": 0,  # solo-learn's CIFAR DINO: two crops
+        "global_scale_min": 0.08,
     }
     vit = apply_method_defaults({"image_size": 64}, {}, "dino")  # the paper's ViT recipe
     assert (vit.backbone, vit.optim.optimizer, vit.optim.lr, vit.method_args) == (
