@@ -50,8 +50,8 @@ class MethodSpec:
 
     def default_backbone(self, image_size: int) -> str:
         """The backbone trained when the user names none: the paper's, or the small-image one
-        (resnet18_w32 for the two-view ResNet methods, DINO and MoCo v3) at <= 32 px, where a
-        CPU budget buys more from epochs than from width (docs/benchmarks.md)."""
+        at <= 32 px (resnet18_w32 for the ResNet methods: two-view, pretext, DeepCluster, DINO,
+        MoCo v3), where a CPU budget buys more from epochs than from width (docs/benchmarks.md)."""
         if self.small_image_backbone and image_size <= NARROW_MAX_SIZE:
             return self.small_image_backbone
         return str(self.defaults.get("backbone", "resnet18"))

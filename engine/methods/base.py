@@ -23,8 +23,11 @@ VIT_ADAMW = {"backbone": "vit_tiny", "optimizer": "adamw"}
 # The two-view ResNet methods train a half-width ResNet-18 on images of 32 px or less unless the
 # user names a backbone (MethodSpec.default_backbone): a quarter of the FLOPs buys 3.7x the
 # epochs of a CPU budget, and 15 minutes of SimCLR reach kNN 0.393 instead of 0.351
-# (docs/benchmarks.md).
-TWO_VIEW_RESNET = RESNET_SGD | {"small_image": {"backbone": "resnet18_w32"}}
+# (docs/benchmarks.md). The pretext ResNet methods (rotation, relative patch position, jigsaw,
+# inpainting) and DeepCluster make the same trade: rotation's 4 images per image gave it 34
+# steps of full-width ResNet-18 in 15 EPYC minutes.
+HALF_WIDTH_AT_32 = {"small_image": {"backbone": "resnet18_w32"}}
+TWO_VIEW_RESNET = RESNET_SGD | HALF_WIDTH_AT_32
 # solo-learn's CIFAR ResNet-18 recipes (scripts/pretrain/cifar/*.yaml): LARS with trust 0.02,
 # biases and norms excluded, each tensor's rate capped at the scheduled lr (clip_lr).
 CIFAR_LARS = {"optimizer": "lars", "lars_trust": 0.02, "lars_clip": True}

@@ -32,7 +32,7 @@ from engine.config import opt
 from engine.distributed import is_dist
 from engine.errors import UserError
 from engine.kmeans import kmeans, pca_whiten
-from engine.methods.base import RESNET_SGD, Method
+from engine.methods.base import HALF_WIDTH_AT_32, RESNET_SGD, Method
 
 
 @dataclass
@@ -49,7 +49,7 @@ class DeepCluster(Method):
     pseudo-label"""
 
     method_name, family, config_cls = "deepcluster", "pretext", DeepClusterConfig
-    defaults = RESNET_SGD | {"lr": 0.05, "weight_decay": 1e-5}
+    defaults = RESNET_SGD | HALF_WIDTH_AT_32 | {"lr": 0.05, "weight_decay": 1e-5}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: DeepClusterConfig, seed: int = 0):
         super().__init__()

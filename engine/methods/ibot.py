@@ -86,6 +86,8 @@ class IBOT(DINO):
     DINO (the [CLS] part, schedules, optimiser hooks) plus the masked patch distillation."""
 
     method_name, family, config_cls = "ibot", "masked", IBOTConfig
+    # DINO's ViT recipe; not its small-image ResNet one (iBOT masks patch tokens: a ViT only)
+    defaults = {k: v for k, v in DINO.defaults.items() if k != "small_image"}
 
     backbone_kwargs = {"mask_token": True, "drop_path": 0.1}
 

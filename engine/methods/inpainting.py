@@ -32,7 +32,7 @@ from torch.func import functional_call
 from engine import augment
 from engine.config import opt
 from engine.errors import UserError
-from engine.methods.base import RESNET_ADAMW, Method
+from engine.methods.base import HALF_WIDTH_AT_32, RESNET_ADAMW, Method
 from engine.methods.tiles import batch_rand
 
 
@@ -155,7 +155,7 @@ class Inpainting(Method):
     GAN)"""
 
     method_name, family, config_cls = "inpainting", "pretext", InpaintingConfig
-    defaults = RESNET_ADAMW | {"lr": 1e-3, "weight_decay": 1e-4}
+    defaults = RESNET_ADAMW | HALF_WIDTH_AT_32 | {"lr": 1e-3, "weight_decay": 1e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: InpaintingConfig):
         super().__init__()

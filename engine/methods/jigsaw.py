@@ -33,7 +33,7 @@ from engine import augment
 from engine.config import opt
 from engine.errors import UserError
 from engine.heads import mlp
-from engine.methods.base import RESNET_SGD, Method
+from engine.methods.base import HALF_WIDTH_AT_32, RESNET_SGD, Method
 from engine.methods.tiles import batch_randint, crop_patches, normalize_patches
 
 
@@ -100,7 +100,7 @@ class Jigsaw(Method):
     """Jigsaw: reorder 3x3 shuffled tiles by classifying the permutation (max-Hamming set)"""
 
     method_name, family, config_cls = "jigsaw", "pretext", JigsawConfig
-    defaults = RESNET_SGD | {"lr": 0.1, "weight_decay": 5e-4}
+    defaults = RESNET_SGD | HALF_WIDTH_AT_32 | {"lr": 0.1, "weight_decay": 5e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: JigsawConfig):
         super().__init__(backbone, cfg)

@@ -29,7 +29,7 @@ from engine import augment
 from engine.config import opt
 from engine.errors import UserError
 from engine.heads import mlp
-from engine.methods.base import RESNET_SGD, Method
+from engine.methods.base import HALF_WIDTH_AT_32, RESNET_SGD, Method
 from engine.methods.tiles import (
     batch_rand,
     batch_randint,
@@ -86,7 +86,7 @@ class RelPatch(Method):
     """Relative patch position: classify where a neighbour patch lies around a centre patch (8-way)"""
 
     method_name, family, config_cls = "relpatch", "pretext", RelPatchConfig
-    defaults = RESNET_SGD | {"lr": 0.1, "weight_decay": 5e-4}
+    defaults = RESNET_SGD | HALF_WIDTH_AT_32 | {"lr": 0.1, "weight_decay": 5e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: RelPatchConfig):
         super().__init__()

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from engine import augment
 from engine.config import opt
 from engine.heads import mlp
-from engine.methods.base import RESNET_SGD, Method
+from engine.methods.base import HALF_WIDTH_AT_32, RESNET_SGD, Method
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Rotation(Method):
 
     method_name, family, config_cls = "rotation", "pretext", RotationConfig
     # paper: 0.1 at batch 128
-    defaults = RESNET_SGD | {"lr": 0.2, "weight_decay": 5e-4}
+    defaults = RESNET_SGD | HALF_WIDTH_AT_32 | {"lr": 0.2, "weight_decay": 5e-4}
 
     def __init__(self, backbone: nn.Module, image_size: int, cfg: RotationConfig):
         super().__init__(backbone, cfg)

@@ -49,18 +49,20 @@ def test_unknown_backbone_names_the_choices():
         build_backbone("resnet19", 32)
 
 
-def test_two_view_resnet_methods_train_the_half_width_net_on_small_images_only():
+def test_resnet_methods_train_the_half_width_net_on_small_images_only():
     from engine.build import apply_method_defaults
 
     def backbone(method: str, **values) -> str:
         return apply_method_defaults({"data": "x", **values}, {}, method).backbone
 
     two_view = ("simclr", "moco_v2", "byol", "barlow_twins", "supcon", "instdisc", "obow")
-    for method in two_view:
+    pretext = ("rotation", "relpatch", "jigsaw", "inpainting", "deepcluster")
+    for method in two_view + pretext:
         assert backbone(method, image_size=32) == "resnet18_w32", method
         assert backbone(method, image_size=64) == "resnet18", method
     assert backbone("simclr", image_size=32, backbone="resnet18") == "resnet18"  # user's choice
-    assert backbone("rotation", image_size=32) == "resnet18"  # not a two-view method
+    for method in ("colorization", "splitbrain"):  # their own dense / split backbones
+        assert backbone(method, image_size=32) == backbone(method, image_size=64), method
     for method in ("dino", "moco_v3"):  # their ResNet recipe at <= 32 px (test_recipes)
         assert backbone(method, image_size=32) == "resnet18_w32", method
         assert backbone(method, image_size=64) == "vit_tiny", method

@@ -286,3 +286,21 @@ def test_instdisc_takes_the_authors_cifar_settings_at_32_px():
         0.03,
         {},
     )
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_every_image_method_builds_with_its_own_defaults(size):
+    """What `selfsup train --method M --image-size S` builds when the user names nothing else
+    (iBOT once inherited DINO's small-image ResNet and refused it). BEiT and SPOT's student
+    need a run to point at (--tokenizer, --teacher): checked elsewhere."""
+    from app.registry_all import load_all
+    from engine.build import apply_method_defaults, build_method
+    from engine.registry import list_methods
+
+    load_all()
+    needs_a_run = {"beit"}
+    for spec in list_methods():
+        if spec.data != "images" or spec.name in needs_a_run:
+            continue
+        cfg = apply_method_defaults({"data": "x", "image_size": size}, {}, spec.name)
+        assert build_method(cfg) is not None, spec.name
