@@ -136,6 +136,20 @@ def train_ours(name: str, args, run_dir: Path, **values) -> dict:
     }
 
 
+def method_options(pairs: list[str]) -> dict:
+    """--set teacher_temp=0.04 --set n_local=2 -> {"teacher_temp": 0.04, "n_local": 2}."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {pair}: expected NAME=VALUE")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = value
+    return out
+
+
 def train_tokenizer(args, run_dir: Path) -> tuple[dict, dict]:
     """BEiT's dVAE on the same images for `--tokenizer-share` of the budget; BEiT gets the rest,
     so its row costs the same wall time as every other row."""
@@ -301,6 +315,13 @@ def main() -> int:
         "--variant", default="", help="a label for a non-default setting, e.g. 'batch 64'"
     )
     ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a method option for a variant row, e.g. --set teacher_temp=0.04 (with --variant)",
+    )
+    ap.add_argument(
         "--tokenizer-share",
         type=float,
         default=1 / 3,
@@ -350,10 +371,14 @@ def main() -> int:
             ap.error(f"{args.method} trains on {spec.data}, not images")
         runs = Path(args.runs) if args.runs else Path(tempfile.mkdtemp(prefix="knn-bench-"))
         run = runs / args.method
+        values: dict = {"method_args": method_options(args.set)}
+        if values["method_args"] and not args.variant:
+            ap.error("--set changes the method: name the row with --variant")
+        if values["method_args"]:
+            row["method_args"] = values["method_args"]
         if args.method == "beit":  # its tokenizer is trained first, inside the same budget
-            row["tokenizer"], values = train_tokenizer(args, runs / "dvae")
-        else:
-            values = {}
+            row["tokenizer"], beit = train_tokenizer(args, runs / "dvae")
+            values = {**beit, "method_args": {**beit["method_args"], **values["method_args"]}}
         row.update(family=spec.family, **train_ours(args.method, args, run, **values))
         # what the method declares as its global features (MOCA: mean patch token; PixelCNN,
         # CPC v2, iGPT: their own encoders), and the same model rebuilt untrained
