@@ -113,7 +113,10 @@ class DINO(Method):
     # Two 32 px crops of scale (0.08, 1) and no local crops, as solo-learn's CIFAR DINO
     # (--num_crops_per_aug 1 1): 16 px local crops of a 32 px image carry little, and the six
     # of them cost more than the two global crops (136 steps, 6 epochs, -2.4 kNN points in 15
-    # EPYC minutes with them). --n-local puts multi-crop back.
+    # EPYC minutes with them). --n-local puts multi-crop back. Teacher temperature 0.04 without
+    # warm-up, main_dino.py's defaults: warmed to 0.07 (the ViT-S recipe) the centred teacher
+    # went uniform (entropy ln K, KL 0.02) within 250 steps; at 0.04 KL stayed at 0.3-0.4 and
+    # 15 minutes gave kNN k=20 0.385 instead of 0.340 (docs/benchmarks.md).
     defaults = VIT_ADAMW | {
         "lr": 5e-4, "weight_decay": 0.04, "clip_grad": 3.0,
         "small_image": {
@@ -122,6 +125,7 @@ class DINO(Method):
             "method_args": {
                 "out_dim": 4096, "ema_momentum": 0.99, "weight_decay_end": 1e-6,
                 "use_bn_in_head": True, "n_local": 0, "global_scale_min": 0.08,
+                "teacher_temp": 0.04, "warmup_teacher_temp": 0.04,
             },
         },
     }  # fmt: skip

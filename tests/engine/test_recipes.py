@@ -211,6 +211,8 @@ def test_dino_and_moco_v3_train_a_small_resnet_with_their_lars_recipe_at_32_px()
         "use_bn_in_head": True,
         "n_local": 0,  # solo-learn's CIFAR DINO: two crops
         "global_scale_min": 0.08,
+        "teacher_temp": 0.04,  # main_dino.py's default, no warm-up: 0.07 went uniform
+        "warmup_teacher_temp": 0.04,
     }
     vit = apply_method_defaults({"image_size": 64}, {}, "dino")  # the paper's ViT recipe
     assert (vit.backbone, vit.optim.optimizer, vit.optim.lr, vit.method_args) == (
