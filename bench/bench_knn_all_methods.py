@@ -85,11 +85,14 @@ def held_out_bits(run: Path, val) -> dict[str, float]:
     from engine.build import load_method
 
     method, _ = load_method(run)
-    measure = getattr(method, "evaluate_bits", None) or getattr(method, "evaluate_token_bits", None)
-    if measure is None:
-        return {}
-    key = "bits_per_dim" if hasattr(method, "evaluate_bits") else "bits_per_token"
-    return {key: measure(torch.stack([val[i]["image"] for i in range(len(val))]))}
+    for measure, key in (
+        ("evaluate_bits", "bits_per_dim"),
+        ("evaluate_token_bits", "bits_per_token"),
+    ):
+        if hasattr(method, measure):
+            images = torch.stack([val[i]["image"] for i in range(len(val))])
+            return {key: getattr(method, measure)(images)}
+    return {}
 
 
 # ------------------------------------------------------------------------------- training
