@@ -120,6 +120,11 @@ class Method(nn.Module):
         g.manual_seed((self._seed * 1_000_003 + self._step * 7919 + salt) % (2**63))
         return g
 
+    def global_rows(self, local: int) -> tuple[int, int]:
+        """(size of the global batch, index of this process's first row in it) for a step whose
+        process holds `local` images: what per-sample randomness is drawn over."""
+        return self._global_batch or local, self._offset
+
     def draw_global(
         self,
         fn: Callable[[int, torch.Generator], Any],
@@ -130,9 +135,9 @@ class Method(nn.Module):
         """fn(global batch, step generator) draws per-sample randomness (a tensor, or a dataclass
         of them, batch first) for the whole global batch; this process gets its `local` rows.
         So N processes draw exactly what one process draws for the same global batch."""
-        total = self._global_batch or local
+        total, first = self.global_rows(local)
         out = fn(total, self.step_generator(torch.device(device), salt=salt))
-        return slice_params(out, self._offset, self._offset + local) if total != local else out
+        return slice_params(out, first, first + local) if total != local else out
 
     def make_views(
         self, batch: dict[str, torch.Tensor] | torch.Tensor, specs: list[augment.ViewSpec]
@@ -154,8 +159,9 @@ class Method(nn.Module):
             # the aspect ratio of each image matters: draw with this process's sizes in the
             # rows of the global batch (other rows draw as squares; only ours are kept)
             def fn_hw(n: int, g: torch.Generator) -> augment.ViewParams:
+                first = self.global_rows(images.shape[0])[1]
                 full = torch.ones(n, 2, device=dev)
-                full[self._offset : self._offset + images.shape[0]] = hw.to(dev).float()
+                full[first : first + images.shape[0]] = hw.to(dev).float()
                 return augment.sample_view_params(n, spec, dev, generator=g, image_hw=full)
 
             return self.draw_global(fn_hw, images.shape[0], salt, dev)

@@ -347,7 +347,7 @@ class MOCA(Method):
         random token each away from the border (official BoWExtractor.update, "random_token").
         Every process returns the same words (each fills in the images it holds)."""
         b, dev = tokens[0].shape[0], tokens[0].device
-        total = self._global_batch or b
+        total, first = self.global_rows(b)
         n = min(self.cfg.num_new_words, total)
         h, w = self.grid
         o = self.offset
@@ -356,7 +356,7 @@ class MOCA(Method):
         view = int(torch.randint(0, 2, (1,), generator=g, device=dev))
         images = torch.randperm(total, generator=g, device=dev)[:n]
         token = inner[torch.randint(0, inner.numel(), (n,), generator=g, device=dev)]
-        local = images - self._offset
+        local = images - first
         mine = (local >= 0) & (local < b)
         out = torch.zeros(n, tokens[0].shape[-1], device=dev)
         out[mine] = tokens[view][local[mine], token[mine]]
