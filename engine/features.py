@@ -239,12 +239,23 @@ def random_init_features(
 
         cfg = dataclasses.replace(config_of(src), init_from="")
         method = build_method(cfg).to(device).eval()
+        if getattr(method, "fitted_state", ()):
+            keep_fitted_state(method, src)
     if spec.features is not None:
         out = spec.features(method, kind, name)
         if out is not None:
             return _with_precision(out, precision)
     ex = FeatureExtractor(method.backbone, image_size=cfg.image_size, source=name)
     return ex.to(device).set_precision(precision)
+
+
+def keep_fitted_state(method: Any, src: Any) -> None:
+    """Copy the run's data-fitted state (Method.fitted_state, e.g. iGPT's palette) into the
+    untrained `method`: the baseline differs from the trained model by learning alone."""
+    from engine.checkpoint import load_checkpoint
+
+    state = load_checkpoint(src.path)["model"]
+    method.load_state_dict({k: state[k] for k in method.fitted_state}, strict=False)
 
 
 def _with_precision(extractor: Any, precision: str) -> Any:

@@ -72,6 +72,32 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def steps_that_fit(
+    left_s: float,
+    sps: float,
+    epoch_start_s: float,
+    save_s: float,
+    margin: float,
+    steps_per_epoch: int,
+    checkpoint_every: int,
+) -> int:
+    """The most steps (at least 1) whose time fits in `left_s`: `sps` seconds each, slowed by
+    1 / margin, plus the per-epoch work of every epoch after the first (timed in the plan) and
+    the periodic checkpoints. Bisection, as the time only grows with the steps: a fixed-point
+    iteration swung between 1 and thousands of steps when the per-epoch work was large
+    (DeepCluster's clustering) and planned a 15-minute run of 1 step."""
+
+    def seconds(n: int) -> float:
+        epochs = math.ceil(n / steps_per_epoch)
+        return n * sps / margin + (epochs - 1) * epoch_start_s + (n // checkpoint_every) * save_s
+
+    lo, hi = 1, max(1, int(margin * left_s / sps))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if seconds(mid) <= left_s else (lo, mid - 1)
+    return lo
+
+
 class Trainer:
     def __init__(
         self,
@@ -362,14 +388,10 @@ class Trainer:
     def _steps_that_fit(
         self, left_s: float, sps: float, epoch_start_s: float, save_s: float, margin: float
     ) -> int:
-        """How many steps of `sps` seconds fit in `left_s`, once per-epoch work and periodic
-        checkpoints have taken their share."""
-        steps = max(1, int(margin * left_s / sps))
-        for _ in range(3):
-            epochs = math.ceil(steps / self.steps_per_epoch)
-            extra = (epochs - 1) * epoch_start_s + (steps // self.cfg.checkpoint_every) * save_s
-            steps = max(1, int(margin * (left_s - extra) / sps))
-        return steps
+        return steps_that_fit(
+            left_s, sps, epoch_start_s, save_s, margin, self.steps_per_epoch,
+            self.cfg.checkpoint_every,
+        )  # fmt: skip
 
     def _replan(self, since_step: int, since: float) -> None:
         """Re-plan from the run's own pace (the steps since `since_step`, timed from `since`).

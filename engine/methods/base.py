@@ -53,6 +53,10 @@ class Method(nn.Module):
     # Parameters a recipe trains outside the lr / weight-decay schedules, by name prefix:
     # {prefix: {"lr": absolute lr, "weight_decay": wd}} (MOCA's weight generators)
     constant_lr_groups: dict[str, dict[str, float]] = {}
+    # State entries fitted to the data rather than learned (iGPT's colour palette): the
+    # untrained baseline (engine.features.random_init_features) takes them from the trained run,
+    # as without them it would not even tokenise its input.
+    fitted_state: tuple[str, ...] = ()
 
     @classmethod
     def build(cls, cfg: Any, method_cfg: Any) -> Method:

@@ -150,6 +150,7 @@ class IGPT(Method):
     defaults = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "backbone": "igpt"}
 
     adam_betas = (0.9, 0.95)  # the paper's Adam betas
+    fitted_state = ("backbone.palette", "backbone.fitted")  # k-means, part of the tokeniser
 
     def extractor(self, kind: str, source=None):
         return igpt_features(self, kind, source)

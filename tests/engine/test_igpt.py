@@ -95,6 +95,15 @@ def test_loss_falls_palette_is_kept_and_features_pool_the_probe_layer(shapes_dir
     torch.nn.init.zeros_(method.backbone.head.weight)
     assert method.evaluate_token_bits(held_out, batch=5) == pytest.approx(3.0, abs=1e-5)
 
+    # the untrained baseline keeps the fitted palette (without it every pixel is one token and
+    # every image the same feature: chance kNN) and only the weights are fresh
+    from engine.features import random_init_features
+
+    base = random_init_features(tmp_path / "run", "global", seed=0, precision="fp32")
+    assert torch.equal(base.backbone.palette, palette) and bool(base.backbone.fitted)
+    assert not torch.equal(base.backbone.pos, net.pos)
+    assert base.embed(images).std(0).mean() > 1e-3  # images differ in the baseline's features
+
 
 def test_resume_replays_exactly(shapes_dir, tmp_path):
     assert_stop_and_resume_replay(lambda run: _cfg(shapes_dir, run, 4), tmp_path)

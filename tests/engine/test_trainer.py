@@ -19,7 +19,7 @@ from engine.errors import UserError
 from engine.events import read_events
 from engine.methods.base import Method
 from engine.run import RunDir
-from engine.trainer import EpochBatchSampler, Trainer, TrainingError
+from engine.trainer import EpochBatchSampler, Trainer, TrainingError, steps_that_fit
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -407,6 +407,42 @@ def test_budget_run_replans_from_its_own_pace(tmp_path, one_thread):
     assert out["planned_steps"] == final >= out["step"] > 0.8 * final
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["max_steps"] == final
+
+
+def test_steps_that_fit_counts_every_epochs_start_work():
+    """100 s left, 0.1 s steps, 10 steps an epoch, 5 s of work at each epoch's start after the
+    first: n steps cost 0.1 n + 5 (ceil(n / 10) - 1) s; 170 cost 97 s, 171 cost 102.1 s. The
+    fixed-point iteration it replaces returned 1 here."""
+    n = steps_that_fit(100.0, 0.1, 5.0, 0.0, 1.0, steps_per_epoch=10, checkpoint_every=10**9)
+    assert n == 170
+    # a checkpoint every 50 steps at 2 s each: n = 150 costs 15 + 70 + 6 = 91; 160 costs 16 +
+    # 75 + 6 = 97; 161 costs 16.1 + 80 + 6 = 102.1
+    assert steps_that_fit(100.0, 0.1, 5.0, 2.0, 1.0, 10, 50) == 160
+    assert steps_that_fit(100.0, 0.1, 0.0, 0.0, 0.5, 10, 10**9) == 500  # slowed by 1 / margin
+    assert steps_that_fit(0.01, 0.1, 5.0, 0.0, 1.0, 10, 10**9) == 1  # always at least one
+
+
+class _SlowEpochStart(_TinyEMA):
+    """Each epoch starts with `epoch_s` seconds of work (as DeepCluster's clustering)."""
+
+    def __init__(self, sleep: float, epoch_s: float):
+        super().__init__(sleep)
+        self.epoch_s = epoch_s
+
+    def on_epoch_start(self, epoch, trainer):
+        time.sleep(self.epoch_s)
+
+
+def test_budget_plan_with_costly_epoch_starts_fills_the_budget(tmp_path, one_thread):
+    """8 steps an epoch of 0.02 s and 0.3 s at every epoch's start: a 3 s budget holds about 6
+    epochs. The plan used to swing between 1 and 139 steps and planned 1 (a 15-minute
+    DeepCluster run trained one step)."""
+    budget = 3.0
+    out = Trainer(_budget_cfg(budget), _SlowEpochStart(0.02, 0.3), _Noise(), tmp_path / "r").fit()
+    (plan,) = [e for e in read_events(tmp_path / "r") if e["type"] == "plan"]
+    assert plan["epoch_start_s"] >= 0.3
+    assert 16 <= plan["planned_steps"] <= 100, plan
+    assert out["step"] >= 16
 
 
 def test_budget_run_stopped_and_resumed_equals_the_plain_planned_run(tmp_path, one_thread):
