@@ -106,21 +106,14 @@ def kmeans(x: Tensor, k: int, iters: int = 20, seed: int = 0, eps: float = 1e-4)
     return KMeansResult(centroids, a, float(d.sum()), reassigned)
 
 
-def pca_whitening(x: Tensor, dim: int, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
-    """The map of `pca_whiten` before its row normalisation: (mean [D], projection [D, dim]),
-    z = (x - mean) @ projection: the top `dim` principal axes, each divided by its std."""
-    x = x.float()
-    mean = x.mean(0)
-    xc = x - mean
-    dim = min(dim, x.shape[1], max(1, x.shape[0] - 1))
-    cov = xc.T @ xc / max(1, x.shape[0] - 1)
-    evals, evecs = torch.linalg.eigh(cov.double())  # ascending
-    evals, evecs = evals.flip(0)[:dim].float(), evecs.flip(1)[:, :dim].float()
-    return mean, evecs / (evals.clamp(min=0) + eps).sqrt()
-
-
 def pca_whiten(x: Tensor, dim: int, eps: float = 1e-5) -> Tensor:
     """DeepCluster's pre-processing: centre, project on the top `dim` principal components,
     divide each by its standard deviation (whitening), then L2-normalise every row."""
-    mean, proj = pca_whitening(x, dim, eps)
-    return F.normalize((x.float() - mean) @ proj, dim=1)
+    x = x.float()
+    x = x - x.mean(0, keepdim=True)
+    dim = min(dim, x.shape[1], max(1, x.shape[0] - 1))
+    cov = x.T @ x / max(1, x.shape[0] - 1)
+    evals, evecs = torch.linalg.eigh(cov.double())  # ascending
+    evals, evecs = evals.flip(0)[:dim].float(), evecs.flip(1)[:, :dim].float()
+    z = x @ evecs / (evals.clamp(min=0) + eps).sqrt()
+    return F.normalize(z, dim=1)

@@ -12,11 +12,7 @@ Recipe kept from the paper:
   size), normalised to mean 1 (the same expected gradient as uniform sampling over clusters);
 - the classifier (the top layer) is re-initialised every epoch, since pseudo-label k of one
   clustering has nothing to do with label k of the previous one (its optimiser state is cleared
-  too); features are the backbone's global feature. At small scale that costs the method its
-  signal: 5,000 images at batch 256 give the fresh layer 19 steps per clustering (about 5,000
-  per ImageNet epoch in the paper), and it stays at chance (loss ln k after 15 minutes,
-  docs/benchmarks.md). `--classifier-init centroids` starts it from the k-means centroids
-  mapped back through the whitening instead (DeepCluster-v2's prototypes).
+  too); features are the backbone's global feature.
 Deviation: the paper feeds a fixed Sobel filter of the grey image to remove colour as a shortcut;
 here the backbone must take RGB like every other (export, evaluation), so colour is neutralised
 the way DeepCluster v2 does it: colour jitter and random grayscale in the training views.
@@ -35,7 +31,7 @@ from engine import augment
 from engine.config import opt
 from engine.distributed import is_dist
 from engine.errors import UserError
-from engine.kmeans import kmeans, pca_whitening
+from engine.kmeans import kmeans, pca_whiten
 from engine.methods.base import HALF_WIDTH_AT_32, RESNET_SGD, Method
 
 
@@ -46,13 +42,6 @@ class DeepClusterConfig:
     kmeans_iters: int = opt(20, "Lloyd iterations per clustering")
     reweight: bool = opt(True, "weight images by 1/cluster size (uniform over clusters)")
     cluster_batch_size: int = opt(256, "batch size of the feature pass before clustering")
-    classifier_init: str = opt(
-        "random",
-        "top layer after each clustering: random (paper) | centroids (the k-means centroids "
-        "mapped back through the PCA whitening, DeepCluster-v2's prototypes: its logits rank "
-        "the clusters from the first step, where a random layer must first learn them)",
-        choices=["random", "centroids"],
-    )
 
 
 class DeepCluster(Method):
@@ -120,23 +109,15 @@ class DeepCluster(Method):
             raise UserError(
                 f"DeepCluster: the dataset has {n} images, fewer than num_clusters={k}; lower --num-clusters"
             )
-        mean, proj = pca_whitening(features, self.cfg.pca_dim)
-        z = F.normalize((features.float() - mean) @ proj, dim=1)
+        z = pca_whiten(features, self.cfg.pca_dim)
         res = kmeans(z, k, iters=self.cfg.kmeans_iters, seed=self.seed * 10_007 + epoch)
         counts = torch.bincount(res.assignments, minlength=k).float()
         self.assignments = res.assignments.to(self.classifier.weight.device)
         w = torch.where(counts > 0, n / (k * counts.clamp(min=1)), torch.zeros_like(counts))
         self.sample_weights.copy_(w if self.cfg.reweight else torch.ones_like(w))
-        if self.cfg.classifier_init == "centroids":  # logit k = c_k . ((f - mean) @ proj)
-            weight = res.centroids.to(proj) @ proj.T
-            self.classifier.weight.copy_(weight)
-            self.classifier.bias.copy_(-(weight @ mean))
-        else:
-            g = torch.Generator().manual_seed(self.seed * 7_919 + epoch)  # same on every process
-            self.classifier.weight.copy_(
-                torch.randn(self.classifier.weight.shape, generator=g) * 0.01
-            )
-            self.classifier.bias.zero_()
+        g = torch.Generator().manual_seed(self.seed * 7_919 + epoch)  # the same on every process
+        self.classifier.weight.copy_(torch.randn(self.classifier.weight.shape, generator=g) * 0.01)
+        self.classifier.bias.zero_()
         self.last_stats = {
             "inertia": res.inertia,
             "reassigned": float(res.reassigned),
