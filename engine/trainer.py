@@ -340,9 +340,9 @@ class Trainer:
         the run proper starts from step 0 with total_steps planned to end on time. The plan goes
         into config.json and the checkpoint (cfg.max_steps), so a resumed run keeps it."""
         budget_s = self.cfg.time_budget * 60
-        te = time.perf_counter()
+        te, work = time.perf_counter(), self.epoch_work_s
         self._start_epoch(0)
-        epoch_start_s = time.perf_counter() - te
+        epoch_start_s = self.epoch_work_s - work  # timed where every epoch start is
         model = copy.deepcopy(self.method.state_dict())
         optimizer = copy.deepcopy(self.optimizer.state_dict())
         scaler = copy.deepcopy(self.scaler.state_dict())
