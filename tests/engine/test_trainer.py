@@ -448,7 +448,9 @@ def test_budget_plan_with_costly_epoch_starts_fills_the_budget(tmp_path, one_thr
     # the re-plans time the steps without the epoch starts (counted in both, they shrank the
     # schedule and the run ended at about half its budget)
     replans = [e for e in events if e["type"] == "replan"]
-    assert all(e["s_per_step"] < 0.04 for e in replans), replans
+    # (against the plan's own pace, timed under the same load: with the epoch starts inside,
+    # a re-plan's pace is that plus 0.3 s / 8 steps = 0.0375 s)
+    assert all(e["s_per_step"] < plan["s_per_step"] + 0.02 for e in replans), (plan, replans)
     assert elapsed > 0.75 * budget and out["step"] >= 16, (elapsed, out)
 
 
