@@ -61,6 +61,30 @@ def test_compact_scan_with_rescoring_is_identical_to_exact(monkeypatch, first_pa
     assert s.topk(q, 2)[0].tolist() == [5, 17]
 
 
+@pytest.mark.parametrize("block,max_blocks", [(64, 2), (64, 1000), (4096, 64)])
+def test_block_maxima_selection_is_exact(monkeypatch, block, max_blocks):
+    """The int8 pass selects its k-th score and candidates from per-block maxima: with blocks
+    smaller than a tail, few or many qualifying blocks, and a collapsed index (every score alike),
+    the answer is still exact search's."""
+    monkeypatch.setattr(search_mod, "FP16_MIN_ROWS", 0)
+    monkeypatch.setattr(search_mod, "SCAN_BLOCK", block)
+    monkeypatch.setattr(search_mod, "SCAN_MAX_BLOCKS", max_blocks)
+    if not search_mod._int8_product_works():
+        pytest.skip("torch's int8 product does not run on this platform")
+    rng = np.random.default_rng(3)
+    emb = _unit(rng, 5_000 + 37, 32)  # a short last block
+    emb[4990:5037] = emb[7] + 1e-4 * _unit(rng, 47, 32)  # near-ties in the tail block
+    s = Searcher(_fake_index(emb))
+    s.first_pass = "int8"
+    for q in np.concatenate([_unit(rng, 10, 32), emb[[7, 5036]]]):
+        for k in (1, 10, 100):
+            assert s.topk(q, k)[0].tolist() == exact_topk(emb, q, k)[0].tolist()
+    flat = Searcher(_fake_index(np.tile(emb[:1], (3_000, 1))))
+    flat.first_pass = "int8"
+    assert flat.topk(emb[0], 10)[0].tolist() == list(range(10))  # ties by row
+    assert flat.last_candidates == 3_000
+
+
 def test_memory_mapped_rows_are_read_in_parallel_and_identically(tmp_path, monkeypatch):
     """A whole-file memmap (how an index keeps its vectors) is re-scored from parallel preads
     (10M vectors do not stay in the page cache); a view of one falls back to plain indexing."""
