@@ -89,7 +89,7 @@ def run_demo(
             }
         )
     print(format_table(rows, ["features", "knn_top1", "linear_top1", "chance"]))
-    verdict = beat_random_verdict(rows[0]["knn_top1"], rows[1]["knn_top1"])
+    verdict = beat_random_verdict(rows[0]["knn_top1"], rows[1]["knn_top1"], len(splits.val))
     print(verdict["line"])
     write_result(run_dir, "demo", {"rows": rows, "verdict": verdict})
     export = export_backbone(trained, run_dir / "exports" / "backbone.safetensors")
@@ -122,18 +122,24 @@ def run_demo(
     return results
 
 
-def beat_random_verdict(trained: float, random_init: float, margin: float = 0.0) -> dict:
+def beat_random_verdict(
+    trained: float, random_init: float, val_images: int = 0, method: str = "simclr"
+) -> dict:
     """The demo's result line: kNN top-1 of the trained model and of random init (same backbone,
-    same data), and whether training beat it."""
-    gain = trained - random_init
-    beat = gain > margin
-    word = "BEATS" if beat else "does NOT beat"
+    same data), whether training beat it (engine.evaluation.verdict's rule) and, if not, what
+    to change."""
+    from engine.evaluation.verdict import knn_verdict
+
+    v = knn_verdict(trained, random_init, val_images, method)
+    word = "BEATS" if v.better else "does NOT beat"
     line = (
         f"verdict: kNN top-1 trained {trained:.3f} vs random init {random_init:.3f} "
-        f"({100 * gain:+.1f} points): the trained model {word} random init"
+        f"({v.points:+.1f} points): the trained model {word} random init"
     )
-    return {"trained_knn_top1": trained, "random_knn_top1": random_init, "beats_random": beat,
-            "gain_points": 100 * gain, "line": line}  # fmt: skip
+    if not v.better:
+        line += f". {v.advice}"
+    return {"trained_knn_top1": trained, "random_knn_top1": random_init, "beats_random": v.better,
+            "gain_points": v.points, "line": line}  # fmt: skip
 
 
 def _has_display() -> bool:

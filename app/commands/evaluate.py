@@ -126,8 +126,21 @@ def run_knn(args) -> int:
     if job is not None:
         job.progress(stages, stages, "done")
     _report("knn", rows, columns, source, r)
+    if args.baseline:
+        print(_baseline_verdict(args.checkpoint, r))
     args.result = r
     return 0
+
+
+def _baseline_verdict(checkpoint: str, r: dict) -> str:
+    """The verdict line and, when training did not beat random init, what to change."""
+    from engine.evaluation.verdict import knn_verdict
+    from engine.run import RunDir
+
+    run = RunDir.of(checkpoint)
+    method, steps = (run.method(), run.state().step) if run else ("", 0)
+    v = knn_verdict(r["top1"], r["baseline"]["top1"], r["val_images"], method, steps)
+    return f"verdict: {v.text}. {v.advice}"
 
 
 def run_linear(args) -> int:

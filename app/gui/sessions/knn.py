@@ -13,12 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from app.gui.sessions.events import Event
+from engine.evaluation.verdict import Verdict, knn_verdict
 from engine.run import RunDir
-
-ADVICE = (
-    "Try: train longer (more epochs), larger images (image size), or another method; "
-    "a few hundred steps on a small folder rarely beat an untrained network."
-)
 
 
 def class_folders(path: str | Path | None) -> list[str]:
@@ -70,31 +66,16 @@ def knn_args(run: str | Path, p: Plan) -> list[str]:
     return [*args, "--baseline"]
 
 
-@dataclass(frozen=True)
-class Verdict:
-    top1: float
-    baseline: float
-    points: float  # (top1 - baseline) in percentage points
-    better: bool
-    text: str  # "kNN top-1 0.xx vs random init 0.yy (+z points)"
-    advice: str  # what it means and, when not better, what to change
-
-
-def verdict(result: dict[str, Any]) -> Verdict:
-    """A `selfsup eval knn --baseline` result -> the line and the verdict the page shows.
-    Better means at least one more validation image right than the untrained network."""
-    top1 = float(result["top1"])
-    base = float(result["baseline"]["top1"])
-    points = (top1 - base) * 100
-    n = int(result.get("val_images") or 0)
-    margin = 100.0 / n if n else 1.0
-    better = points >= margin - 1e-9
-    text = f"kNN top-1 {top1:.2f} vs random init {base:.2f} ({points:+.1f} points)"
-    if better:
-        advice = "Better than the untrained network: training learned features that separate these classes."
-    else:
-        advice = "Not better than the untrained network. " + ADVICE
-    return Verdict(top1, base, points, better, text, advice)
+def verdict(result: dict[str, Any], method: str = "", steps: int = 0) -> Verdict:
+    """A `selfsup eval knn --baseline` result -> the line and the verdict the page shows, with
+    advice for the run's method when it did not beat the untrained network."""
+    return knn_verdict(
+        float(result["top1"]),
+        float(result["baseline"]["top1"]),
+        int(result.get("val_images") or 0),
+        method,
+        steps,
+    )
 
 
 class KnnCheck:
@@ -184,6 +165,12 @@ class KnnCheck:
             return p.reason
         return f"Ready: kNN on {Path(p.train).name} ({len(self.classes[p.train])} classes) vs the same network with random weights."
 
+    def _steps(self) -> int:
+        try:
+            return self.run.state().step if self.run else 0
+        except (OSError, ValueError):
+            return 0
+
     # ---- the job ---------------------------------------------------------------------------
     def started(self) -> None:
         self.running, self.result, self.error = True, None, ""
@@ -192,7 +179,7 @@ class KnnCheck:
     def finished(self, code: int, message: str, result: dict[str, Any] | None) -> None:
         self.running = False
         if code == 0 and result and "baseline" in result:
-            self.result = verdict(result)
+            self.result = verdict(result, self.run.method() if self.run else "", self._steps())
         elif code == 0:
             self.error = "the command gave no baseline result"
         else:
