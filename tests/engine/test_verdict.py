@@ -26,7 +26,8 @@ def test_better_means_one_more_validation_image_right():
         ("mae", "selfsup eval finetune"),
         ("ibot", "selfsup eval finetune"),
         ("jigsaw", "64 px"),
-        ("instdisc", "many epochs"),
+        ("deepcluster", "many epochs"),
+        ("instdisc", GENERIC),  # +18.9 in 15 minutes with its CIFAR settings
         ("simclr", GENERIC),
         ("", GENERIC),
     ],
