@@ -75,13 +75,13 @@ def test_verdict_better_and_not_better():
     assert not verdict({"top1": 0.5, "baseline": {"top1": 0.5}, "val_images": 10}).better
 
 
-def _run(tmp_path: Path, data: Path | str, checkpoint: bool = True) -> Path:
+def _run(tmp_path: Path, data: Path | str, checkpoint: bool = True, method: str = "simclr") -> Path:
     run = tmp_path / "run"
     run.mkdir()
     from engine.run import RunDir
 
     r = RunDir(run)
-    r.config_path.write_text(json.dumps({"method": "simclr", "data": str(data)}))
+    r.config_path.write_text(json.dumps({"method": method, "data": str(data)}))
     if checkpoint:
         r.checkpoint_path.parent.mkdir()
         r.checkpoint_path.write_bytes(b"x")
@@ -109,6 +109,20 @@ def test_knn_check_flow(tmp_path, shapes_dir):
     check.set_run(run, finished=False)  # e.g. it is training again
     assert not check.can_run and "finished run" in check.status_text()
     assert len(changes) >= 6
+
+
+def test_knn_check_advice_follows_the_runs_method_and_length(tmp_path, shapes_dir):
+    from engine.events import EventLog
+    from engine.run import RunDir
+
+    run = _run(tmp_path, shapes_dir, method="byol")
+    EventLog(RunDir(run).events_path).write("step", step=40, losses={"loss": 1.0})
+    check = KnnCheck()
+    check.set_run(run, finished=True)
+    check.finished(0, "", {"top1": 0.30, "baseline": {"top1": 0.31}, "val_images": 100})
+    assert not check.result.better
+    assert "This run trained 40 steps." in check.status_text()
+    assert "choose simclr or moco_v2" in check.status_text()
 
 
 def test_knn_check_needs_a_checkpoint(tmp_path, shapes_dir):
