@@ -134,12 +134,10 @@ def run_knn(args) -> int:
 
 def _baseline_verdict(checkpoint: str, r: dict) -> str:
     """The verdict line and, when training did not beat random init, what to change."""
-    from engine.evaluation.verdict import knn_verdict
+    from engine.evaluation.verdict import result_verdict
     from engine.run import RunDir
 
-    run = RunDir.of(checkpoint)
-    method, steps = (run.method(), run.state().step) if run else ("", 0)
-    v = knn_verdict(r["top1"], r["baseline"]["top1"], r["val_images"], method, steps)
+    v = result_verdict(r, RunDir.of(checkpoint))
     return f"verdict: {v.text}. {v.advice}"
 
 

@@ -11,6 +11,10 @@ the GUI imports it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.run import RunDir
 
 GENERIC = (
     "Try: train longer (more epochs), larger images (image size), or another method; "
@@ -83,3 +87,16 @@ def knn_verdict(
     else:
         advice = "Not better than the untrained network. " + what_to_change(method, steps)
     return Verdict(top1, baseline, points, better, text, advice)
+
+
+def result_verdict(result: dict[str, Any], run: RunDir | None = None) -> Verdict:
+    """The verdict on a `selfsup eval knn --baseline` result, advised for the run it checked
+    (its method and step count) when that is a run folder."""
+    method, steps = (run.method(), run.state().step) if run is not None else ("", 0)
+    return knn_verdict(
+        float(result["top1"]),
+        float(result["baseline"]["top1"]),
+        int(result.get("val_images") or 0),
+        method,
+        steps,
+    )

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from app.gui.sessions.events import Event
-from engine.evaluation.verdict import Verdict, knn_verdict
+from engine.evaluation.verdict import Verdict
+from engine.evaluation.verdict import result_verdict as verdict
 from engine.run import RunDir
 
 
@@ -64,18 +65,6 @@ def knn_args(run: str | Path, p: Plan) -> list[str]:
     if p.val:
         args += ["--val", str(p.val)]
     return [*args, "--baseline"]
-
-
-def verdict(result: dict[str, Any], method: str = "", steps: int = 0) -> Verdict:
-    """A `selfsup eval knn --baseline` result -> the line and the verdict the page shows, with
-    advice for the run's method when it did not beat the untrained network."""
-    return knn_verdict(
-        float(result["top1"]),
-        float(result["baseline"]["top1"]),
-        int(result.get("val_images") or 0),
-        method,
-        steps,
-    )
 
 
 class KnnCheck:
@@ -165,12 +154,6 @@ class KnnCheck:
             return p.reason
         return f"Ready: kNN on {Path(p.train).name} ({len(self.classes[p.train])} classes) vs the same network with random weights."
 
-    def _steps(self) -> int:
-        try:
-            return self.run.state().step if self.run else 0
-        except (OSError, ValueError):
-            return 0
-
     # ---- the job ---------------------------------------------------------------------------
     def started(self) -> None:
         self.running, self.result, self.error = True, None, ""
@@ -179,7 +162,7 @@ class KnnCheck:
     def finished(self, code: int, message: str, result: dict[str, Any] | None) -> None:
         self.running = False
         if code == 0 and result and "baseline" in result:
-            self.result = verdict(result, self.run.method() if self.run else "", self._steps())
+            self.result = verdict(result, self.run)
         elif code == 0:
             self.error = "the command gave no baseline result"
         else:
