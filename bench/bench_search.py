@@ -111,30 +111,24 @@ def bench_large(n: int, emb: np.ndarray, queries: np.ndarray, args: argparse.Nam
 
 
 def searcher_copy_mb(searcher: Searcher) -> float:
-    total = sum(t.numel() * t.element_size() for t in (searcher._int8 or ()) if torch.is_tensor(t))
-    return (total + (searcher._half.numel() * 2 if searcher._half is not None else 0)) / 2**20
+    int8 = searcher._int8.nbytes() if searcher._int8 is not None else 0
+    return (int8 + (searcher._half.numel() * 2 if searcher._half is not None else 0)) / 2**20
 
 
-def full_topk_kth(x: torch.Tensor, k: int) -> float:
-    """The int8 pass's k-th score before block maxima: a top-k over every score."""
-    return float(torch.topk(x, k).values[-1])
-
-
-def selection_ab(searcher: Searcher, queries: np.ndarray, k: int) -> dict:
-    """Ours (block maxima) against the full top-k, alternating query by query in this process,
-    so that a change in the machine's memory bandwidth during the run hits both alike."""
-    ours = search_mod.kth_lower_bound
-    times: dict[str, list[float]] = {"block_maxima": [], "full_selection": []}
-    try:
-        for i, q in enumerate(queries):
-            pair = [("block_maxima", ours), ("full_selection", full_topk_kth)]
-            for name, kth in pair if i % 2 else pair[::-1]:
-                search_mod.kth_lower_bound = kth
-                t = time.perf_counter()
-                searcher.topk(q, k)
-                times[name].append((time.perf_counter() - t) * 1000)
-    finally:
-        search_mod.kth_lower_bound = ours
+def kernel_ab(searcher: Searcher, queries: np.ndarray, k: int) -> dict:
+    """Ours (the int8 kernel `auto` picks: fbgemm on prepacked rows where exact) against
+    torch._int_mm on the same codes, alternating query by query in this process, so that a
+    change in the machine's memory bandwidth during the run hits both alike."""
+    plain = Searcher(searcher.index, use_faiss=False)
+    plain.int8_kernel = "int_mm"
+    plain.topk(queries[0], k)
+    times: dict[str, list[float]] = {searcher._int8.kernel: [], "int_mm": []}
+    for i, q in enumerate(queries):
+        pair = [(searcher._int8.kernel, searcher), ("int_mm", plain)]
+        for name, s in pair if i % 2 else pair[::-1]:
+            t = time.perf_counter()
+            s.topk(q, k)
+            times[name].append((time.perf_counter() - t) * 1000)
     return {
         f"ab_{name}_ms": f"{np.median(v):.1f} (p90 {np.percentile(v, 90):.1f})"
         for name, v in times.items()
@@ -179,7 +173,9 @@ def bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict:
         for q in queries
     )
     if searcher.first_pass == "int8" and searcher.last_strategy.startswith("exact-int8"):
-        others.update(selection_ab(searcher, queries, args.k))
+        others["int8_kernel"] = searcher._int8.kernel
+        if searcher._int8.kernel != "int_mm" and search_mod._int8_product_works():
+            others.update(kernel_ab(searcher, queries, args.k))
     row = dict(
         n=n,
         strategy=searcher.last_strategy,

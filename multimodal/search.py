@@ -4,8 +4,10 @@ Exact search is one matrix-vector product. On a GPU that is the whole story. On 
 is limited by memory bandwidth, so above `FP16_MIN_ROWS` rows a first pass scans a compact copy
 and then a small candidate set is re-scored exactly; the first pass cannot change the answer.
 
-- int8 (the default where torch's int8 product runs): each row x is stored as round(s x) with
-  s = 127 / max|x| (a quarter of the float32 bytes), the query as round(t q). The int32 dot
+- int8 (the default where an exact int8 product runs: fbgemm's on prepacked rows, or
+  torch._int_mm; multimodal.int8_rows): each row x is stored as round(s x) with
+  s = 127 / max|x| (a quarter of the float32 bytes), the query as round(t q) with
+  t = 127 / max|q| (63 where fbgemm's AVX2 kernel needs 7-bit queries). The int32 dot
   product is exact, so with e_x <= 1/(2s) and e_q <= 1/(2t) per component the approximate score
   a = <round(s x), round(t q)> / (s t) is within B = |x|_1/(2t) + |q|_1/(2s) + n/(4st) of <x, q>.
   Every row with a + B >= the k-th best of a - B is re-scored: the true top k are among them.
@@ -32,6 +34,7 @@ import torch
 
 from engine.errors import UserError
 from multimodal.index import IMAGE_FRAME, Index, describe_model, same_model
+from multimodal.int8_rows import Int8Rows, packed_query_max
 
 FP16_MIN_ROWS = 200_000
 FAISS_MIN_ROWS = 5_000_000
@@ -184,8 +187,9 @@ class Searcher:
         self.emb = index.embeddings
         self._max_norm: float | None = None
         self._half: torch.Tensor | None = None
-        self._int8: tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, float] | None = None
-        self.first_pass = "int8" if _int8_product_works() else "fp16"
+        self._int8: Int8Rows | None = None
+        self.first_pass = "int8" if _int8_product_works() or packed_query_max() else "fp16"
+        self.int8_kernel = "auto"  # or "int_mm": bench_search.py times both
         self._gpu: torch.Tensor | None = None
         self._faiss = None
         self.use_faiss = (
@@ -274,38 +278,28 @@ class Searcher:
         self.last_candidates = len(cand)
         return rescore(self.emb, cand, q, k)
 
-    def _int8_copy(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, float]:
-        """Rows as int8 codes round(s x), s = 127 / max|x| per row; with 1/s and |x|_1 per row
-        and their largest values (the widest bound)."""
+    def _int8_copy(self) -> Int8Rows:
+        """The rows as int8 codes (multimodal.int8_rows: packed for fbgemm where exact here)."""
         if self._int8 is None:
-            n, d = self.emb.shape
-            codes = torch.empty((n, d), dtype=torch.int8)
-            inv_scale, l1 = torch.empty(n), torch.empty(n)
-            for s in range(0, n, CHUNK):
-                x = torch.from_numpy(np.array(self.emb[s : s + CHUNK], dtype=np.float32))
-                top = x.abs().amax(1).clamp_min(1e-30)
-                codes[s : s + CHUNK] = torch.round(x * (127.0 / top)[:, None]).to(torch.int8)
-                inv_scale[s : s + CHUNK] = top / 127.0
-                l1[s : s + CHUNK] = x.abs().sum(1)
-            self._int8 = codes, inv_scale, l1, float(l1.max()), float(inv_scale.max())
+            self._int8 = Int8Rows.build(self.emb, self.int8_kernel)
         return self._int8
 
     def _topk_int8(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        codes, inv_scale, l1, l1_max, inv_scale_max = self._int8_copy()
+        rows = self._int8_copy()
+        inv_scale, l1 = rows.inv_scale, rows.l1
         qt = torch.from_numpy(q)
         q_top = float(qt.abs().max())
         if q_top == 0:
             return exact_topk(self.emb, q, k, self.max_norm)
-        inv_t = q_top / 127.0
-        q_codes = torch.round(qt / inv_t).to(torch.int8)
-        approx = torch._int_mm(codes, q_codes[:, None]).view(-1).float()
+        inv_t = q_top / rows.query_max
+        approx = rows.dots(torch.round(qt / inv_t).to(torch.int8))
         approx *= inv_scale
         approx *= inv_t
         # the per-row bound of the module docstring, widened by 1e-4 relative (float32
         # arithmetic); first with its largest value, so only rows near the top get their own
         c_x = 0.5 * inv_t * 1.0001
-        c_s = (0.5 * float(qt.abs().sum()) + 0.25 * codes.shape[1] * inv_t) * 1.0001
-        widest = c_x * l1_max + c_s * inv_scale_max
+        c_s = (0.5 * float(qt.abs().sum()) + 0.25 * rows.dim * inv_t) * 1.0001
+        widest = c_x * rows.l1_max + c_s * rows.inv_scale_max
         kth = kth_lower_bound(approx, min(k, len(approx)))
         near = torch.nonzero(approx >= kth - 2.0001 * widest - abs(kth) * 1e-6).flatten()
         a = approx[near]

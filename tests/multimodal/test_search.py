@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import multimodal.search as search_mod
+from multimodal.int8_rows import Int8Rows, packed_query_max
 from multimodal.search import Hit, Searcher, contact_sheet, exact_topk, format_json, format_table
 
 
@@ -105,26 +106,76 @@ def test_memory_mapped_rows_are_read_in_parallel_and_identically(tmp_path, monke
         assert s.topk(q, 10)[0].tolist() == exact_topk(emb, q, 10)[0].tolist()
 
 
-def test_int8_bound_holds_on_every_row():
+@pytest.mark.parametrize("kernel", ["int_mm", "auto"])
+def test_int8_bound_holds_on_every_row(kernel):
     """The per-row bound of the module docstring against float64 truth, on rows and queries
-    whose components span six orders of magnitude."""
-    if not search_mod._int8_product_works():
+    whose components span six orders of magnitude, with each int8 kernel."""
+    if kernel == "int_mm" and not search_mod._int8_product_works():
         pytest.skip("torch's int8 product does not run on this platform")
+    if kernel == "auto" and not packed_query_max():
+        pytest.skip("fbgemm's packed int8 product is missing or inexact here")
     import torch
 
     rng = np.random.default_rng(4)
     emb = (_unit(rng, 5000, 96) * np.exp(rng.uniform(-7, 7, (5000, 96)))).astype(np.float32)
-    s = Searcher(_fake_index(emb))
-    codes, inv_scale, l1, _, _ = s._int8_copy()
+    rows = Int8Rows.build(emb, kernel)
+    inv_scale, l1 = rows.inv_scale.numpy(), rows.l1.numpy()
     for q in (emb[7], emb[8] * 1e-3, _unit(rng, 1, 96)[0]):
         truth = emb.astype(np.float64) @ q.astype(np.float64)
-        inv_t = float(np.abs(q).max()) / 127.0
+        inv_t = float(np.abs(q).max()) / rows.query_max
         qc = torch.round(torch.from_numpy(q) / inv_t).to(torch.int8)
-        approx = (torch._int_mm(codes, qc[:, None]).view(-1).float() * (inv_scale * inv_t)).numpy()
-        bound = 0.5 * inv_t * l1.numpy() + inv_scale.numpy() * (
-            0.5 * np.abs(q).sum() + 0.25 * 96 * inv_t
-        )
+        approx = (rows.dots(qc) * (rows.inv_scale * inv_t)).numpy()
+        bound = 0.5 * inv_t * l1 + inv_scale * (0.5 * np.abs(q).sum() + 0.25 * 96 * inv_t)
         assert np.all(np.abs(approx - truth) <= bound)
+
+
+def test_packed_int8_product_equals_int_mm(monkeypatch):
+    """fbgemm's product on prepacked blocks (a short last block included) gives _int_mm's
+    integers, at full-range (127) and 7-bit (63) query codes; search with 7-bit query codes
+    is still exact."""
+    if not packed_query_max() or not search_mod._int8_product_works():
+        pytest.skip("needs both int8 kernels")
+    import torch
+
+    import multimodal.int8_rows as rows_mod
+
+    monkeypatch.setattr(rows_mod, "PACK_ROWS", 1000)
+    rng = np.random.default_rng(5)
+    emb = _unit(rng, 3_500, 80)
+    packed, plain = Int8Rows.build(emb, "fbgemm"), Int8Rows.build(emb, "int_mm")
+    assert packed.kernel == "fbgemm" and len(packed.packed) == 4 and plain.kernel == "int_mm"
+    assert torch.equal(packed.inv_scale, plain.inv_scale) and torch.equal(packed.l1, plain.l1)
+    for top in (packed_query_max(), 63):
+        q = torch.randint(-top, top + 1, (80,), dtype=torch.int8)
+        q[:2] = torch.tensor([top, -top], dtype=torch.int8)
+        packed.query_max = top
+        assert torch.equal(packed.dots(q), plain.dots(q))
+    monkeypatch.setattr(search_mod, "FP16_MIN_ROWS", 0)
+    monkeypatch.setattr(rows_mod, "_QUERY_MAX", 63)  # the AVX2 kernel's 7-bit query codes
+    s = Searcher(_fake_index(emb))
+    for q in emb[[0, 9, 3499]]:
+        assert s.topk(q, 10)[0].tolist() == exact_topk(emb, q, 10)[0].tolist()
+    assert s._int8.query_max == 63 and 10 <= s.last_candidates < 1000
+
+
+def test_packed_product_check_rejects_a_saturating_kernel(monkeypatch):
+    """An AVX2-style kernel (u8 x s8 products added in pairs in 16 bits, saturating) fails the
+    start-up check at 127 and passes it at 63, so the search keeps 7-bit query codes there."""
+    import multimodal.int8_rows as rows_mod
+
+    def saturating_dots(self, q_codes):
+        rows, zero = self.packed[0].long(), self.query_max + 1
+        pairs = ((q_codes.long() + zero) * rows).view(len(rows), -1, 2).sum(-1)
+        return (pairs.clamp(-32768, 32767).sum(-1) - zero * rows.sum(1)).float()
+
+    monkeypatch.setattr(rows_mod, "_has_fbgemm", lambda: True)
+    monkeypatch.setattr(rows_mod, "_prepack", lambda codes: codes)  # the "packed" block: codes
+    monkeypatch.setattr(rows_mod.Int8Rows, "dots", saturating_dots)
+    monkeypatch.setattr(rows_mod, "_QUERY_MAX", None)
+    assert rows_mod.packed_query_max() == 63
+    monkeypatch.setattr(rows_mod, "_QUERY_MAX", None)
+    monkeypatch.setattr(rows_mod.Int8Rows, "dots", lambda self, q: saturating_dots(self, q) + 1)
+    assert rows_mod.packed_query_max() == 0  # never exact: _int_mm
 
 
 def test_threshold_and_formats(tmp_path, make_photo_fn):
