@@ -253,7 +253,7 @@ def main() -> None:
         "identical_to_exact",
         "copy_mb",
     ]
-    extra = ("int8_ms", "fp16_ms", "ab_block_maxima_ms", "ab_full_selection_ms", "faiss_ms")
+    extra = ("int8_ms", "fp16_ms", "int8_kernel", "ab_fbgemm_ms", "ab_int_mm_ms", "faiss_ms")
     extra += ("faiss_recall@10", "faiss_build_s")
     extra += ("serial_reads_ms", "rss_anon_mb", "rss_mb", "rss_file_mb")
     cols += [c for c in extra if any(c in r for r in rows)]
