@@ -95,6 +95,30 @@ def held_out_bits(run: Path, val) -> dict[str, float]:
     return {}
 
 
+def every_network(run: Path, train, val) -> dict[str, dict[str, float]]:
+    """kNN of each network a kept run holds (DINO / iBOT: student and EMA teacher; BYOL and
+    MoCo: online and target / key / momentum encoder): is the evaluated one the better one?"""
+    from engine.build import load_method
+
+    method, _ = load_method(run)
+    nets = {"backbone (student / online)": method.backbone}
+    if isinstance(getattr(method, "teacher_backbone", None), torch.nn.Module):
+        nets["teacher_backbone"] = method.teacher_backbone
+    target = next(
+        (
+            getattr(method, a)
+            for a in ("target", "key_encoder", "momentum_encoder")
+            if hasattr(method, a)
+        ),
+        None,
+    )
+    if isinstance(target, torch.nn.Sequential):  # EMA (backbone, projector) copies
+        nets["target backbone"] = target[0]
+    return {
+        name: knn_rows(FeatureExtractor(net, source=name), train, val) for name, net in nets.items()
+    }
+
+
 # ------------------------------------------------------------------------------- training
 def train_ours(name: str, args, run_dir: Path, **values) -> dict:
     """Train with the method's registered defaults; `values` override the TrainConfig fields
@@ -332,14 +356,30 @@ def main() -> int:
     )
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--runs", default="", help="keep the run here (default: a temporary folder)")
+    ap.add_argument(
+        "--networks",
+        default="",
+        metavar="RUN_DIR",
+        help="no training: kNN of every network a kept run holds (student, EMA teacher/target)",
+    )
     args = ap.parse_args()
     out = Path(args.out)
     results = read_results(out)
     if args.table:
         print(table(results["rows"]))
         return 0
+    if args.networks:
+        warnings.simplefilter("ignore", UserWarning)
+        from app.registry_all import load_all
+
+        load_all()
+        train = ImageFolderDataset(args.train, load_size=args.image_size)
+        val = ImageFolderDataset(args.val, load_size=args.image_size)
+        for name, accs in every_network(Path(args.networks), train, val).items():
+            print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in accs.items()))
+        return 0
     if not args.method:
-        ap.error("--method NAME or --table")
+        ap.error("--method NAME, --networks RUN_DIR or --table")
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", UserWarning)
     from app.registry_all import load_all
