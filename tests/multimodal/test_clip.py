@@ -47,6 +47,27 @@ def test_siglip_loss_matches_hand_computation():
     assert loss.item() == pytest.approx(sum(terms) / 2, rel=1e-5)
 
 
+@pytest.mark.parametrize("loss", ["clip", "siglip"])
+def test_loss_stays_float32_under_bf16_autocast(loss):
+    """Logits are cosines x up to 100: under CPU bf16 autocast the method's loss equals the
+    float32 one, while open_clip's loss called under autocast is measurably off."""
+    m = _method(loss=loss)
+    with torch.no_grad():
+        m.model.logit_scale.fill_(math.log(100.0))
+    g = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(64, 32, generator=g), dim=1)
+    txt = torch.nn.functional.normalize(img + 0.3 * torch.randn(64, 32, generator=g), dim=1)
+    exact = m.contrastive_loss(img, txt)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = m.contrastive_loss(img, txt)
+        args = [img, txt, m.model.logit_scale.exp()] + (
+            [m.model.logit_bias] if loss == "siglip" else []
+        )
+        theirs = m.loss_fn()(*args)
+    assert ours.dtype == torch.float32 and ours.item() == pytest.approx(exact.item(), rel=1e-6)
+    assert abs(theirs.item() - exact.item()) > 1e-4 * abs(exact.item())
+
+
 def _batch(make_photo_fn, tmp_path, n: int = 8) -> dict[str, torch.Tensor]:
     from multimodal.imageio import load_image
 
