@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import engine.methods  # noqa: F401
 from engine.build import build_method, train
-from engine.methods.instdisc import exact_loss, nce_loss
+from engine.methods.instdisc import exact_loss, exp_scores, nce_loss
 from tests.engine.method_runs import assert_stop_and_resume_replay, first_and_last_losses, tiny_run
 
 
@@ -31,6 +31,21 @@ def test_exact_softmax_by_hand():
     assert exact_loss(f, bank, torch.tensor([1]), 0.5).item() == pytest.approx(
         want.item(), rel=1e-6
     )
+
+
+def test_nce_scores_stay_float32_under_bf16_autocast():
+    """The noise scores are an einsum (a bmm, which CPU autocast runs in bf16) divided by
+    T = 0.07 and exponentiated: under autocast they must equal the float32 ones."""
+    g = torch.Generator().manual_seed(0)
+    f = F.normalize(torch.randn(8, 64, generator=g), dim=1)
+    bank = F.normalize(torch.randn(8, 50, 64, generator=g), dim=2)
+    want = exp_scores(f, bank[:, 0], bank, 0.07)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = exp_scores(f, bank[:, 0], bank, 0.07)
+        bf16 = torch.exp(torch.einsum("bd,bmd->bm", f, bank) / 0.07)
+    assert got[1].dtype == torch.float32 and torch.allclose(got[1], want[1], rtol=1e-6)
+    assert torch.equal(got[0], want[0])
+    assert (bf16.float() / want[1] - 1).abs().max() > 1e-3  # what the old code computed
 
 
 def _cfg(shapes_dir, run, steps, **m):
