@@ -11,14 +11,20 @@ from pathlib import Path
 from typing import Any
 
 # The demo's CLIP (docs/benchmarks.md, "The demo's tiny CLIP on the sample"): the small ResNet
-# image tower (selfsup-tiny-rn: a convnet generalises from 360 pictures, the 2-layer ViT
-# memorised them), at the sample's 32 px, 450 steps of 120 pairs at lr 4e-3, with flips and
+# image tower (selfsup-tiny-rn: a convnet generalises from few pictures, the 2-layer ViT
+# memorised them), at the sample's 32 px, 450 steps of 120 pairs at lr 6e-3, with flips and
 # colour jitter (the shapes' colours are random: jitter teaches the tower to ignore them).
+# It trains on 300 generated pictures per class (the committed sample has 60; the rest are
+# rendered into the work folder once, ~8 s): on the 360 committed pictures the tower reached
+# the training floor and generalised to zero-shot 0.57-0.67 with the weakest class query at
+# precision@10 0.2-0.5, depending on lr, steps, crops and precision; on 1,800 at lr 6e-3,
+# 0.78-0.87 and 0.6-0.8 over three seeds and both precisions.
 DEMO_CLIP = {
     "steps": 450,
+    "train_per_class": 300,
     "model": "selfsup-tiny-rn",
     "image_size": 32,
-    "lr": 4e-3,
+    "lr": 6e-3,
     "batch_size": 120,
     "crop_scale_min": 0.9,
     "flip_p": 0.5,
@@ -38,6 +44,7 @@ def run_demo(
     flip_p: float = DEMO_CLIP["flip_p"],
     color_jitter: float = DEMO_CLIP["color_jitter"],
     image_tower: str | Path | None = None,
+    train_per_class: int = DEMO_CLIP["train_per_class"],
 ) -> dict[str, Any]:
     """image_tower: a model source (e.g. the demo's SimCLR run) to lock as the image tower (LiT;
     only the text tower and a linear head learn). The demo does not: on the sample, the
@@ -49,14 +56,16 @@ def run_demo(
     from multimodal.embedder import load_clip
     from multimodal.index import Index, build_index
     from multimodal.retrieval import retrieval_eval
-    from multimodal.sample import ensure_sample_captions
+    from multimodal.sample import ensure_sample_captions, ensure_training_captions
     from multimodal.search import Searcher, contact_sheet, format_table, query_vector
     from multimodal.zeroshot import zeroshot_eval
 
     say = (lambda *a: None) if quiet else print
     work = Path(workdir)
-    caps = ensure_sample_captions()
+    caps = ensure_sample_captions()  # val: the committed sample's held-out split
     images = caps["train"].parent.parent / "images"
+    if train_per_class > 0:
+        caps["train"] = ensure_training_captions(work / "clip-sample", train_per_class)
     run_dir = work / "clip"
     if run_dir.exists():
         shutil.rmtree(run_dir)

@@ -59,3 +59,13 @@ def ensure_sample_captions() -> dict[str, Path]:
 
     images = ensure_sample()
     return write_sample_captions(images.parent)
+
+
+def ensure_training_captions(root: str | Path, per_class: int) -> Path:
+    """A larger training split of the same generator under root (images/train, its first 60
+    pictures per class are the committed sample's, bit for bit; missing ones are rendered, about
+    4 ms each) and its caption file: root/captions/train.tsv."""
+    from engine.sample import ensure_sample
+
+    images = ensure_sample(root, {"train": per_class})
+    return write_sample_captions(images.parent)["train"]

@@ -8,7 +8,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from multimodal.sample import CAPTION_TEMPLATES, ensure_sample_captions
 
@@ -29,6 +31,26 @@ def test_every_image_gets_every_template():
             cls = Path(path).parent.name
             assert sorted(titles) == sorted(t.format(cls) for t in CAPTION_TEMPLATES)
         assert len(Counter(Path(p).parent.name for p in per_image)) == 6
+
+
+def test_larger_training_split_extends_the_committed_sample(tmp_path):
+    """The demo's CLIP trains on more pictures of the same generator: the first 60 of each class
+    are the committed sample's pictures, the rest are new, all captioned."""
+    from engine.sample import CLASSES, sample_images_dir
+    from multimodal.sample import ensure_training_captions
+
+    tsv = ensure_training_captions(tmp_path / "big", 64)
+    with open(tsv, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    files = {(tsv.parent / r["filepath"]).resolve() for r in rows}
+    assert len(files) == 6 * 64 and len(rows) == len(CAPTION_TEMPLATES) * 6 * 64
+    committed = sample_images_dir() / "train"
+    for cls in CLASSES:  # pixels, not bytes: another libjpeg may encode them a little apart
+        ours = tmp_path / "big" / "images" / "train" / cls
+        a = np.asarray(Image.open(ours / f"{cls}_train_059.jpg"), dtype=np.float32)
+        b = np.asarray(Image.open(committed / cls / f"{cls}_train_059.jpg"), dtype=np.float32)
+        assert np.abs(a - b).mean() < 1.0
+        assert (ours / f"{cls}_train_063.jpg").is_file()
 
 
 @pytest.mark.slow
