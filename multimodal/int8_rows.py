@@ -17,6 +17,7 @@ pairs of u8 x s8 products in 16 bits with saturation: a start-up check on the wo
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -62,22 +63,23 @@ class Int8Rows:
 
         def block(start: int) -> Any:
             x = torch.from_numpy(np.array(emb[start : start + PACK_ROWS], dtype=np.float32))
-            top = x.abs().amax(1).clamp_min(1e-30)
-            c = torch.round(x * (127.0 / top)[:, None]).to(torch.int8)
+            a = x.abs()
+            top = a.amax(1).clamp_min(1e-30)
             inv_scale[start : start + len(x)] = top / 127.0
-            l1[start : start + len(x)] = x.abs().sum(1)
+            l1[start : start + len(x)] = a.sum(1)
+            c = x.mul_((127.0 / top)[:, None]).round_().to(torch.int8)  # x is our own copy
             if codes is None:
                 return _prepack(c)
             codes[start : start + len(x)] = c
             return None
 
-        starts = range(0, n, PACK_ROWS)
-        if query_max:  # prepacking is single-threaded in fbgemm: one block per thread
-            with _fbgemm_engine(), ThreadPoolExecutor(torch.get_num_threads()) as pool:
-                packed = list(pool.map(block, starts))
+        # one block per thread: fbgemm's prepacking is single-threaded, and the blocks' reads
+        # and roundings overlap
+        engine = _fbgemm_engine() if query_max else contextlib.nullcontext()
+        with engine, ThreadPoolExecutor(torch.get_num_threads()) as pool:
+            packed = list(pool.map(block, range(0, n, PACK_ROWS)))
+        if query_max:
             return cls(inv_scale, l1, d, packed=packed, query_max=query_max)
-        for start in starts:
-            block(start)
         return cls(inv_scale, l1, d, codes=codes)
 
     def dots(self, q_codes: torch.Tensor) -> torch.Tensor:

@@ -158,6 +158,23 @@ def test_packed_int8_product_equals_int_mm(monkeypatch):
     assert s._int8.query_max == 63 and 10 <= s.last_candidates < 1000
 
 
+def test_without_fbgemm_the_codes_stay_plain(monkeypatch):
+    """Where fbgemm is missing (ARM) or never exact, "auto" keeps plain codes for _int_mm and
+    never touches the quantized engine (setting it to fbgemm would raise there)."""
+    if not search_mod._int8_product_works():
+        pytest.skip("torch's int8 product does not run on this platform")
+    import multimodal.int8_rows as rows_mod
+
+    def no_engine():
+        raise AssertionError("the fbgemm engine was selected")
+
+    monkeypatch.setattr(rows_mod, "_QUERY_MAX", 0)
+    monkeypatch.setattr(rows_mod, "_fbgemm_engine", no_engine)
+    emb = _unit(np.random.default_rng(6), 2_000, 48)
+    rows = Int8Rows.build(emb, "auto")
+    assert rows.kernel == "int_mm" and rows.codes.shape == (2_000, 48) and rows.query_max == 127
+
+
 def test_packed_product_check_rejects_a_saturating_kernel(monkeypatch):
     """An AVX2-style kernel (u8 x s8 products added in pairs in 16 bits, saturating) fails the
     start-up check at 127 and passes it at 63, so the search keeps 7-bit query codes there."""
