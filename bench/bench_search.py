@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from machine import finish, guard  # noqa: E402
 
 import multimodal.search as search_mod  # noqa: E402
+from multimodal.int8_rows import int_mm_works  # noqa: E402
 from multimodal.search import FP16_MIN_ROWS, Searcher, exact_topk  # noqa: E402
 
 
@@ -174,7 +175,7 @@ def bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict:
     )
     if searcher.first_pass == "int8" and searcher.last_strategy.startswith("exact-int8"):
         others["int8_kernel"] = searcher._int8.kernel
-        if searcher._int8.kernel != "int_mm" and search_mod._int8_product_works():
+        if searcher._int8.kernel != "int_mm" and int_mm_works():
             others.update(kernel_ab(searcher, queries, args.k))
     row = dict(
         n=n,

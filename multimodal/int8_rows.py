@@ -169,3 +169,24 @@ def packed_query_max() -> int:
                 except (RuntimeError, AttributeError, NotImplementedError):
                     break
     return _QUERY_MAX
+
+
+_INT_MM_OK: bool | None = None
+
+
+def int_mm_works() -> bool:
+    """torch._int_mm (int8 x int8 -> int32) on this CPU, checked once on a small exact case."""
+    global _INT_MM_OK
+    if _INT_MM_OK is None:
+        try:
+            a = torch.randint(-127, 128, (64, 512), dtype=torch.int8)
+            b = torch.randint(-127, 128, (512, 1), dtype=torch.int8)
+            _INT_MM_OK = bool(torch.equal(torch._int_mm(a, b), a.int() @ b.int()))
+        except (RuntimeError, AttributeError):
+            _INT_MM_OK = False
+    return _INT_MM_OK
+
+
+def int8_available() -> bool:
+    """An exact int8 product runs here (_int_mm is checked first: it costs no packing test)."""
+    return int_mm_works() or bool(packed_query_max())

@@ -34,7 +34,7 @@ import torch
 
 from engine.errors import UserError
 from multimodal.index import IMAGE_FRAME, Index, describe_model, same_model
-from multimodal.int8_rows import Int8Rows, packed_query_max
+from multimodal.int8_rows import Int8Rows, int8_available
 
 FP16_MIN_ROWS = 200_000
 FAISS_MIN_ROWS = 5_000_000
@@ -188,7 +188,7 @@ class Searcher:
         self._max_norm: float | None = None
         self._half: torch.Tensor | None = None
         self._int8: Int8Rows | None = None
-        self.first_pass = "int8" if _int8_product_works() or packed_query_max() else "fp16"
+        self.first_pass = "int8" if int8_available() else "fp16"
         self.int8_kernel = "auto"  # or "int_mm": bench_search.py times both
         self._gpu: torch.Tensor | None = None
         self._faiss = None
@@ -334,22 +334,6 @@ class Searcher:
                 Hit(i + 1, round(float(s), 6), self.index.paths[r], self.index.frames[r], int(r))
             )
         return hits
-
-
-def _int8_product_works() -> bool:
-    """torch._int_mm (int8 x int8 -> int32) on this CPU, checked once on a small exact case."""
-    global _INT8_OK
-    if _INT8_OK is None:
-        try:
-            a = torch.randint(-127, 128, (64, 512), dtype=torch.int8)
-            b = torch.randint(-127, 128, (512, 1), dtype=torch.int8)
-            _INT8_OK = bool(torch.equal(torch._int_mm(a, b), a.int() @ b.int()))
-        except (RuntimeError, AttributeError):
-            _INT8_OK = False
-    return _INT8_OK
-
-
-_INT8_OK: bool | None = None
 
 
 def _faiss_available() -> bool:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import multimodal.search as search_mod
-from multimodal.int8_rows import Int8Rows, packed_query_max
+from multimodal.int8_rows import Int8Rows, int_mm_works, packed_query_max
 from multimodal.search import Hit, Searcher, contact_sheet, exact_topk, format_json, format_table
 
 
@@ -38,7 +38,7 @@ def test_exact_topk_against_full_sort():
 def test_compact_scan_with_rescoring_is_identical_to_exact(monkeypatch, first_pass):
     monkeypatch.setattr(search_mod, "FP16_MIN_ROWS", 0)
     monkeypatch.setattr(search_mod, "CHUNK", 1000)  # several chunks in the exact path too
-    if first_pass == "int8" and not search_mod._int8_product_works():
+    if first_pass == "int8" and not int_mm_works():
         pytest.skip("torch's int8 product does not run on this platform")
     rng = np.random.default_rng(1)
     emb = _unit(rng, 20_000, 64)
@@ -69,7 +69,7 @@ def test_block_maxima_selection_is_exact(monkeypatch, block):
     the answer is still exact search's."""
     monkeypatch.setattr(search_mod, "FP16_MIN_ROWS", 0)
     monkeypatch.setattr(search_mod, "SCAN_BLOCK", block)
-    if not search_mod._int8_product_works():
+    if not int_mm_works():
         pytest.skip("torch's int8 product does not run on this platform")
     rng = np.random.default_rng(3)
     emb = _unit(rng, 5_000 + 37, 32)  # a short last block
@@ -110,7 +110,7 @@ def test_memory_mapped_rows_are_read_in_parallel_and_identically(tmp_path, monke
 def test_int8_bound_holds_on_every_row(kernel):
     """The per-row bound of the module docstring against float64 truth, on rows and queries
     whose components span six orders of magnitude, with each int8 kernel."""
-    if kernel == "int_mm" and not search_mod._int8_product_works():
+    if kernel == "int_mm" and not int_mm_works():
         pytest.skip("torch's int8 product does not run on this platform")
     if kernel == "auto" and not packed_query_max():
         pytest.skip("fbgemm's packed int8 product is missing or inexact here")
@@ -133,7 +133,7 @@ def test_packed_int8_product_equals_int_mm(monkeypatch):
     """fbgemm's product on prepacked blocks (a short last block included) gives _int_mm's
     integers, at full-range (127) and 7-bit (63) query codes; search with 7-bit query codes
     is still exact."""
-    if not packed_query_max() or not search_mod._int8_product_works():
+    if not packed_query_max() or not int_mm_works():
         pytest.skip("needs both int8 kernels")
     import torch
 
@@ -161,7 +161,7 @@ def test_packed_int8_product_equals_int_mm(monkeypatch):
 def test_without_fbgemm_the_codes_stay_plain(monkeypatch):
     """Where fbgemm is missing (ARM) or never exact, "auto" keeps plain codes for _int_mm and
     never touches the quantized engine (setting it to fbgemm would raise there)."""
-    if not search_mod._int8_product_works():
+    if not int_mm_works():
         pytest.skip("torch's int8 product does not run on this platform")
     import multimodal.int8_rows as rows_mod
 
